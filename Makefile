@@ -1,0 +1,33 @@
+# molabench — everything a fresh machine needs is behind these targets.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test tables bench lint clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; the package itself is editable.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m molabench.train
+
+test: install
+	$(PY) -m pytest
+
+tables: install
+	$(PY) -m molabench.report.tables
+
+bench: install
+	@set -e; for script in scripts/bench_*.py; do echo "== $$script"; $(PY) $$script; done
+
+lint: install
+	$(VENV)/bin/ruff check src tests scripts
+
+clean:
+	rm -rf $(VENV) results/runs results/hydra results/tables

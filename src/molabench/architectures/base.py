@@ -1,0 +1,107 @@
+"""The architecture contract: *how parameters are shared* between tasks.
+
+An architecture maps a batch ``(x, task)`` to one prediction per task, through a
+representation ``z = encode(x, task)`` and per-task heads ``decode(z, task)``. Which tasks a
+sample is predicted for depends on the setting (see ``molabench.data.base``): in the
+multi-input and domain settings sample ``i`` is predicted only for ``task[i]``; in the
+single-input setting every sample is predicted for every task.
+
+Everything about *combining* task losses lives in ``molabench.weighting``; everything about
+extra loss terms in ``molabench.penalties``. An architecture only exposes what those need:
+``shared_parameters()`` (what gradient methods combine), the representation ``z`` (what the
+-UB variants differentiate) and ``aux`` side outputs (e.g. router logits for TwD).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from molabench.data.base import Setting, TaskSpec
+
+
+@dataclass
+class Forward:
+    """What one forward pass produces.
+
+    ``outputs[t]`` is task ``t``'s prediction for the samples ``groups[t]`` (``None`` when the
+    batch holds no sample of task ``t``); ``representation`` is the shared representation
+    when the architecture has one; ``aux`` holds side outputs such as router logits.
+    """
+
+    outputs: list[Tensor | None]
+    groups: list[Tensor | None]
+    representation: Tensor | None = None
+    aux: dict[str, Tensor] = field(default_factory=dict)
+
+
+def task_groups(task: Tensor, num_tasks: int, setting: Setting) -> list[Tensor | None]:
+    """Indices of the samples each task is predicted for."""
+    if setting == "single_input":
+        everyone = torch.arange(task.shape[0], device=task.device)
+        return [everyone] * num_tasks
+    groups: list[Tensor | None] = []
+    for t in range(num_tasks):
+        idx = torch.nonzero(task == t).flatten()
+        groups.append(idx if idx.numel() else None)
+    return groups
+
+
+class Architecture(nn.Module):
+    """Base class: subclasses implement ``encode`` and ``decode`` (or override ``forward``)."""
+
+    #: True when ``encode`` yields one representation shared by all tasks (needed by -UB methods).
+    has_shared_representation: bool = True
+
+    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.setting: Setting = setting
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    def encode(self, x: Tensor, task: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: Tensor, groups: list[Tensor | None]) -> list[Tensor | None]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, task: Tensor) -> Forward:
+        groups = task_groups(task, self.num_tasks, self.setting)
+        z = self.encode(x, task)
+        return Forward(self.decode(z, groups), groups, z if self.has_shared_representation else None)
+
+    def target(self, t: int, y: Tensor) -> Tensor:
+        """Task ``t``'s targets expressed in the space of ``outputs[t]`` (identity by default)."""
+        return y
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters used by more than one task: what gradient-combination methods act on."""
+        task_specific = {id(p) for p in self.task_specific_parameters()}
+        return (p for p in self.parameters() if id(p) not in task_specific)
+
+    def task_specific_parameters(self) -> Iterator[nn.Parameter]:
+        heads = getattr(self, "heads", None)
+        return heads.parameters() if isinstance(heads, nn.Module) else iter(())
+
+
+class SharedEncoderWithHeads(Architecture):
+    """Hard parameter sharing: one encoder, one head per task (HPS)."""
+
+    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, encoder: nn.Module) -> None:
+        super().__init__(tasks, setting)
+        from molabench.models.heads import make_head
+
+        self.encoder = encoder
+        self.heads = nn.ModuleList(make_head(spec, encoder.out_dim) for spec in self.tasks)
+
+    def encode(self, x: Tensor, task: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: Tensor, groups: list[Tensor | None]) -> list[Tensor | None]:
+        return [None if idx is None else head(z[idx]) for head, idx in zip(self.heads, groups, strict=True)]

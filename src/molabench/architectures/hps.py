@@ -1,0 +1,16 @@
+"""HPS: hard parameter sharing (Caruana, 1997) — one shared encoder, one head per task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from molabench.architectures import ARCHITECTURES
+from molabench.architectures.base import SharedEncoderWithHeads
+from molabench.data.base import Setting, TaskSpec
+
+
+@ARCHITECTURES.register("hps")
+def hps(tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], **_: object) -> SharedEncoderWithHeads:
+    return SharedEncoderWithHeads(tasks, setting, backbone())

@@ -1,0 +1,1 @@
+"""Training machinery: the algorithm contract, optimisers, the training loop, model selection."""

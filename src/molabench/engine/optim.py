@@ -1,0 +1,75 @@
+"""Optimisers and learning-rate schedules by name (``trainer.optimizer``, ``trainer.scheduler``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from molabench.errors import ConfigError
+from molabench.registry import Registry
+
+OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
+SCHEDULERS: Registry[torch.optim.lr_scheduler.LRScheduler] = Registry("scheduler")
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False, **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+@OPTIMIZERS.register("adam")
+def adam(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999), **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+
+
+def build_optimizer(params: Iterable[nn.Parameter], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    if float(cfg.get("lr", 0)) <= 0:
+        raise ConfigError(f"trainer.optimizer.lr must be positive, got {cfg.get('lr')}")
+    return OPTIMIZERS.build(cfg["name"], params=params, **{k: v for k, v in cfg.items() if k != "name"})
+
+
+# Schedules are stepped once per optimisation step; ``total_steps`` is epochs x steps per epoch.
+
+
+@SCHEDULERS.register("none")
+def constant(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, **_: Any) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+@SCHEDULERS.register("cosine")
+def cosine(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0, **_: Any) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up, then lr * (min + (1 - min) * (1 + cos(pi * progress)) / 2)."""
+    warmup = int(warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@SCHEDULERS.register("step")
+def step(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, step_size: int = 100, gamma: float = 0.5, **_: Any) -> torch.optim.lr_scheduler.LRScheduler:
+    """Multiply the lr by ``gamma`` every ``step_size`` epochs (StepLR, as the NYUv2 recipe)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return SCHEDULERS.build(
+        cfg.get("name", "none"),
+        optimizer=optimizer,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        **{k: v for k, v in cfg.items() if k != "name"},
+    )

@@ -1,0 +1,120 @@
+"""The training loop: epochs of ``algorithm.update``, per-epoch evaluation, model selection."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from molabench.data.base import MultiTaskData
+from molabench.data.loader import BatchLoader
+from molabench.engine.algorithm import MultiTaskAlgorithm
+from molabench.engine.evaluate import Metrics, evaluate
+from molabench.engine.optim import build_optimizer, build_scheduler
+from molabench.engine.selection import Selector
+from molabench.errors import ConfigError
+from molabench.loggers import Logger
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, Metrics]
+    history: list[dict[str, Any]]
+    selected_epoch: int
+    timing: dict[str, float]
+    selection: dict[str, str] = field(default_factory=dict)
+
+
+def _flatten(prefix: str, metrics: Metrics) -> dict[str, float]:
+    return {f"{prefix}/{task}/{name}": value for task, values in metrics.items() for name, value in values.items() if name != "n"}
+
+
+def fit(
+    algorithm: MultiTaskAlgorithm,
+    data: MultiTaskData,
+    cfg: Mapping[str, Any],
+    device: torch.device,
+    seed: int,
+    logger: Logger,
+    progress: bool = True,
+) -> TrainResult:
+    epochs = int(cfg["epochs"])
+    if epochs < 1:
+        raise ConfigError(f"trainer.epochs must be at least 1, got {epochs}")
+    batch_size = int(cfg["batch_size"])
+    if batch_size < 1:
+        raise ConfigError(f"trainer.batch_size must be at least 1, got {batch_size}")
+    eval_batch_size = int(cfg.get("eval_batch_size") or max(batch_size, 256))
+    selector = Selector.create(cfg.get("selection", "val"), list(data.splits))
+
+    train_loader = BatchLoader(data, "train", batch_size, train=True, batching=cfg.get("batching", "mixed"), seed=seed, device=device)
+    steps = len(train_loader)
+    if cfg.get("max_steps_per_epoch"):
+        steps = min(steps, int(cfg["max_steps_per_epoch"]))
+    algorithm.to(device)
+    algorithm.grad_clip = cfg.get("grad_clip")
+    optimizer = build_optimizer(algorithm.trainable_parameters(), cfg["optimizer"])
+    algorithm.optimizer = optimizer
+    scheduler = build_scheduler(optimizer, cfg.get("scheduler") or {"name": "none"}, epochs * steps, steps)
+
+    history: list[dict[str, Any]] = []
+    step_times: list[float] = []
+    samples = 0
+    train_start = time.perf_counter()
+    for epoch in range(epochs):
+        algorithm.epoch = epoch
+        task_loss_sums = torch.zeros(data.num_tasks)
+        task_loss_counts = torch.zeros(data.num_tasks)
+        loss_sum = 0.0
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress, dynamic_ncols=True)
+        for i, batch in enumerate(train_loader):
+            if i >= steps:
+                break
+            start = time.perf_counter()
+            logs = algorithm.update(batch)
+            scheduler.step()
+            step_times.append(time.perf_counter() - start)
+            samples += len(batch)
+            loss_sum += logs["loss"]
+            for t, spec in enumerate(data.tasks):
+                if f"loss/{spec.name}" in logs:
+                    task_loss_sums[t] += logs[f"loss/{spec.name}"]
+                    task_loss_counts[t] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+        bar.close()
+        mean_task_losses = task_loss_sums / task_loss_counts.clamp(min=1)
+        algorithm.weighting.on_epoch_end(epoch, mean_task_losses)
+        entry: dict[str, Any] = {"epoch": epoch + 1, "train/loss": loss_sum / max(1, steps), "lr": optimizer.param_groups[0]["lr"]}
+        entry.update({f"train/{spec.name}/loss": float(v) for spec, v in zip(data.tasks, mean_task_losses, strict=True)})
+        is_last = epoch == epochs - 1
+        if (epoch + 1) % int(cfg.get("eval_every", 1)) == 0 or is_last:
+            split_metrics = evaluate(algorithm, data, selector.split, eval_batch_size, device)
+            entry.update(_flatten(selector.split, split_metrics))
+            entry["selected"] = selector.consider(epoch + 1, split_metrics, algorithm)
+        history.append(entry)
+        logger.log(entry, step=algorithm.step_count)
+    train_s = time.perf_counter() - train_start
+
+    if selector.best_state is not None:
+        algorithm.load_state_dict(selector.best_state)
+    metrics = {split: evaluate(algorithm, data, split, eval_batch_size, device) for split in data.splits}
+    warm = step_times[1:] or step_times
+    timing = {
+        "train_s": train_s,
+        "step_s_median": statistics.median(warm),
+        "samples_per_s": samples / sum(step_times) if step_times else 0.0,
+        "steps": float(len(step_times)),
+    }
+    return TrainResult(
+        metrics=metrics,
+        history=history,
+        selected_epoch=selector.best_epoch,
+        timing=timing,
+        selection={"protocol": selector.protocol, "split": selector.split},
+    )

@@ -1,0 +1,1 @@
+"""Networks: backbones by name, task heads, MoLA adapters and routers."""

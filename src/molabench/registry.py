@@ -1,0 +1,55 @@
+"""A tiny name -> builder registry so that every component is selectable from a config."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from molabench.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to builders; unknown names raise a :class:`ConfigError` that lists the choices.
+
+    >>> BACKBONES = Registry("backbone")
+    >>> @BACKBONES.register("resnet18")
+    ... def resnet18(**kw): ...
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._builders: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        def decorator(builder: Callable[..., T]) -> Callable[..., T]:
+            if name in self._builders:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._builders[name] = builder
+            return builder
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., T]:
+        try:
+            return self._builders[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._builders, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}.{hint} Choose one of: {', '.join(sorted(self._builders))}"
+            ) from None
+
+    def build(self, name: str, **kwargs: object) -> T:
+        return self.get(name)(**kwargs)
+
+    def names(self) -> list[str]:
+        return sorted(self._builders)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._builders
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._builders))

@@ -1,0 +1,1 @@
+"""Run records, their aggregation into tables, and the paper's published numbers."""

@@ -1,0 +1,87 @@
+"""One JSON record per run, written atomically.
+
+``results/runs/<experiment>/<run-id>/record.json`` holds the resolved config, the final
+metrics (split -> task -> metric -> value, plus ``avg``), the per-epoch history, parameter
+counts, timing and the environment. A record is either ``complete`` or ``failed`` (with the
+error); it is never half-written: it is written to a temporary file and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RECORD_NAME = "record.json"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None, tensors become numbers or lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_clean(payload), handle, indent=2, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_commit(start: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=start or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: torch.device | str) -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "platform": platform.platform(),
+    }
+
+
+def iter_records(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every readable record under ``root``; unreadable files are reported, not hidden."""
+    for path in sorted(root.rglob(RECORD_NAME)):
+        try:
+            yield path, json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"warning: skipping unreadable record {path}: {exc}")

@@ -1,0 +1,200 @@
+"""Entry point: ``python -m molabench.train method=<name> data=<name> [overrides]``.
+
+Hydra composes ``data``, ``backbone``, ``method``, ``trainer`` and ``logger`` (see
+``configs/``); ``-m`` sweeps any of them. Each run trains one algorithm and writes one
+record (``molabench.report.records``). User errors end with one ``error:`` line and exit
+code 2; the run's record then says ``failed``.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+GROUPS = ("data", "backbone", "method", "trainer", "logger")
+EXIT_USER_ERROR = 2
+_failures: list[str] = []
+
+
+def _count(params: Any) -> int:
+    return sum(p.numel() for p in params)
+
+
+def _resolve_device(name: str) -> Any:
+    import torch
+
+    from molabench.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def _sweep_overrides(task_overrides: list[str]) -> list[str]:
+    """The overrides that distinguish this run within its method (e.g. ``method.rank=4``)."""
+    ignored = ("seed=", "method=", "data=", "experiment=", "results_dir=", "logger", "device=", "run_id=", "hydra")
+    return sorted(o for o in task_overrides if not o.startswith(ignored))
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -> dict[str, Any]:
+    """Train one configuration and write its record; returns the record."""
+    import torch
+
+    from molabench.data import build_data
+    from molabench.engine.algorithm import build_algorithm, build_architecture
+    from molabench.engine.trainer import fit
+    from molabench.errors import MolabenchError
+    from molabench.loggers import build_logger
+    from molabench.report.records import RECORD_NAME, environment, write_json_atomic
+
+    method, seed = cfg["method"]["name"], int(cfg["seed"])
+    run_id = cfg.get("run_id") or f"{method}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    run_dir = Path(cfg["results_dir"]) / "runs" / str(cfg["experiment"]) / run_id
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "experiment": cfg["experiment"],
+        "method": method,
+        "data": cfg["data"]["name"],
+        "seed": seed,
+        "overrides": _sweep_overrides(task_overrides),
+        "status": "running",
+        "config": dict(cfg),
+    }
+    started = time.time()
+    try:
+        if cfg["trainer"].get("threads"):
+            torch.set_num_threads(int(cfg["trainer"]["threads"]))
+        elif parallel_job:
+            torch.set_num_threads(1)  # parallel jobs share the cores: one thread each
+        device = _resolve_device(str(cfg.get("device", "auto")))
+        _seed_everything(seed)
+        data = build_data(cfg["data"])
+        record["data"] = data.name
+        record["tasks"] = [{"name": t.name, "column": t.display, "num_classes": t.num_classes, "kind": t.kind} for t in data.tasks]
+        record["setting"] = data.setting
+        _seed_everything(seed)
+        algorithm = build_algorithm(cfg["method"], cfg["backbone"], data)
+        hps_total = _count(build_architecture({"architecture": {"name": "hps"}}, cfg["backbone"], data).parameters())
+        total = _count(algorithm.parameters())
+        params = {"total": total, "trainable": _count(algorithm.trainable_parameters()), "added": total - hps_total, "hps_total": hps_total}
+        counts = getattr(algorithm.arch, "param_counts", None)
+        if callable(counts):
+            params.update(counts())
+        record["params"] = params
+        logger = build_logger(cfg["logger"], cfg, run_id, str(run_dir))
+        progress = cfg["trainer"].get("progress", "auto")
+        show = sys.stderr.isatty() if progress == "auto" else bool(progress)
+        result = fit(algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job)
+        record.update(
+            status="complete",
+            metrics=result.metrics,
+            history=result.history,
+            selection={**result.selection, "epoch": result.selected_epoch},
+            timing=result.timing,
+        )
+        logger.finish({"test/avg/acc": result.metrics.get("test", {}).get("avg", {}).get("acc")})
+        if cfg["trainer"].get("checkpoint"):
+            torch.save(algorithm.state_dict(), run_dir / "model.pt")
+    except MolabenchError as exc:
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    except Exception as exc:  # a bug: keep the record, show the traceback
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        record["env"] = environment(locals().get("device", "unknown"))
+        record["wall_s"] = time.time() - started
+        write_json_atomic(run_dir / RECORD_NAME, record)
+        record["path"] = str(run_dir / RECORD_NAME)
+    return record
+
+
+def print_summary(record: Mapping[str, Any]) -> None:
+    metrics = record["metrics"]
+    splits = [s for s in ("val", "test") if s in metrics]
+    tasks = [t for t in metrics[splits[-1]] if t != "avg"] + ["avg"]
+    print(f"\n{record['method']} on {record['data']} (seed {record['seed']}), selection={record['selection']['protocol']} epoch {record['selection']['epoch']}")
+    print(f"{'task':<16}" + "".join(f"{s + ' acc':>12}" for s in splits))
+    for task in tasks:
+        print(f"{task:<16}" + "".join(f"{metrics[s].get(task, {}).get('acc', float('nan')):>12.2f}" for s in splits))
+    timing = record["timing"]
+    print(f"train {timing['train_s']:.1f}s  step {timing['step_s_median'] * 1000:.1f} ms  {timing['samples_per_s']:.0f} samples/s")
+    print(f"record: {record['path']}")
+
+
+def _check_group_choices(argv: list[str]) -> None:
+    """Unknown config-group options get one line here instead of Hydra's multi-line report."""
+    from molabench.errors import ConfigError
+
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") not in GROUPS:
+            continue
+        group = key.lstrip("+~")
+        available = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice and choice not in available:
+                raise ConfigError(f"unknown {group} {choice!r}; choose one of: {', '.join(available)} (configs/{group}/)")
+
+
+def _task(cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from molabench.errors import MolabenchError
+
+    hydra_cfg = HydraConfig.get()
+    parallel = "joblib" in str(hydra_cfg.launcher.get("_target_", ""))
+    multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # omegaconf raises several unrelated types for bad interpolations
+        print(f"error: invalid configuration: {exc}".splitlines()[0], file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    try:
+        record = run(resolved, list(hydra_cfg.overrides.task), parallel)
+    except MolabenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _failures.append(str(exc))
+        if not multirun:
+            raise SystemExit(EXIT_USER_ERROR) from None
+        return
+    if not parallel:
+        print_summary(record)
+
+
+def main() -> None:
+    from molabench.errors import MolabenchError
+
+    try:
+        _check_group_choices(sys.argv[1:])
+    except MolabenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
+
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(_task)()
+    if _failures:
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""End-to-end: the entry point as a user runs it (subprocesses), records and tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from molabench.report.tables import main as tables_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["trainer=smoke", "data.n_train=16", "data.n_val=8", "data.n_test=8", "data.image_size=16"]
+
+
+def train(*args: str, results: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "molabench.train", *args, f"results_dir={results}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+def records(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results / "runs").rglob("record.json"))]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_a_complete_record_and_is_deterministic(tmp_path):
+    first = train(*SMOKE, "seed=3", "run_id=a", results=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "avg" in first.stdout and "test acc" in first.stdout
+    second = train(*SMOKE, "seed=3", "run_id=b", results=tmp_path)
+    assert second.returncode == 0, second.stderr
+    a, b = records(tmp_path)
+    assert a["status"] == b["status"] == "complete"
+    assert a["metrics"] == b["metrics"] and [h["train/loss"] for h in a["history"]] == [h["train/loss"] for h in b["history"]]
+    for key in ("config", "method", "data", "seed", "metrics", "history", "params", "timing", "env"):
+        assert key in a
+    assert set(a["metrics"]) == {"train", "val", "test"}
+    assert set(a["metrics"]["test"]) == {"shape", "colour", "size", "quadrant", "avg"}
+    assert a["params"]["added"] == 0 and a["params"]["total"] == a["params"]["trainable"] > 0
+    assert a["timing"]["step_s_median"] > 0 and a["timing"]["samples_per_s"] > 0
+    assert a["env"]["torch"] and a["env"]["device"] == "cpu"
+    assert a["config"]["trainer"]["epochs"] == 2 and len(a["history"]) == 2
+
+
+@pytest.mark.slow
+def test_multirun_then_tables_hold_every_method(tmp_path):
+    proc = train("-m", "method=single_task,uniform,hps", *SMOKE, results=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    runs = records(tmp_path)
+    assert sorted(r["method"] for r in runs) == ["hps", "single_task", "uniform"]
+    by_method = {r["method"]: r for r in runs}
+    assert by_method["single_task"]["params"]["added"] > 0
+    assert tables_main(["--results", str(tmp_path)]) == 0
+    table = (tmp_path / "tables" / "shapes__shapes_tasks__val.md").read_text()
+    for method in ("single_task", "uniform", "hps"):
+        assert f"| {method} [" in table
+    csv = (tmp_path / "tables" / "shapes__shapes_tasks__val.csv").read_text()
+    assert csv.startswith("method,seeds,shape,shape_std,shape_paper")
+
+
+@pytest.mark.slow
+def test_joblib_multirun_runs_jobs_in_parallel_processes(tmp_path):
+    proc = train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *SMOKE, results=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    runs = records(tmp_path)
+    assert sorted(r["seed"] for r in runs) == [0, 1]
+    assert all(r["env"]["threads"] == 1 for r in runs)
+
+
+def test_unknown_method_is_one_line(tmp_path):
+    assert_one_line_error(train("method=nope", results=tmp_path), "unknown method 'nope'", "hps")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_impossible_config_is_one_line_with_a_failed_record(tmp_path):
+    proc = train("trainer=smoke", "trainer.epochs=0", "data.n_train=4", "data.n_val=2", "data.n_test=2", "data.image_size=16", results=tmp_path)
+    assert_one_line_error(proc, "trainer.epochs must be at least 1")
+    (record,) = records(tmp_path)
+    assert record["status"] == "failed" and "epochs" in record["error"]
+    assert not list((tmp_path / "runs").rglob("*.tmp"))
