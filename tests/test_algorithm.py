@@ -41,7 +41,7 @@ def test_non_finite_loss_stops_with_a_clear_error(tiny_shapes):
     algorithm = _algorithm(tiny_shapes)
     batch = next(iter(BatchLoader(tiny_shapes, "train", 8, train=True)))
     batch.x[:] = float("nan")
-    with pytest.raises(TrainingError, match="lower trainer.optimizer.lr"):
+    with pytest.raises(TrainingError, match=r"lower trainer\.optimizer\.lr"):
         algorithm.update(batch)
 
 

@@ -98,3 +98,35 @@ def test_impossible_config_is_one_line_with_a_failed_record(tmp_path):
     (record,) = records(tmp_path)
     assert record["status"] == "failed" and "epochs" in record["error"]
     assert not list((tmp_path / "runs").rglob("*.tmp"))
+
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def test_missing_data_root_is_one_line_naming_the_path(tmp_path):
+    proc = train("data=medmnist", "data.root=/nonexistent/dir", "trainer=smoke", results=tmp_path)
+    assert_one_line_error(proc, "/nonexistent/dir", "prepare_data.py")
+    (record,) = records(tmp_path)
+    assert record["status"] == "failed"
+
+
+@pytest.mark.parametrize("option", ["trainer.epochs=abc", "trainer.nonexistent=1", "trainer.epochs=[1", "data.imagesize=3"])
+def test_malformed_overrides_are_one_line(tmp_path, option):
+    assert_one_line_error(train(option, "trainer=smoke", results=tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("dataset", "options"),
+    [
+        ("medmnist", ["data.tasks=[breastmnist,pneumoniamnist,dermamnist]"]),
+        ("pacs", ["data.image_size=32"]),
+    ],
+)
+def test_smoke_runs_on_the_real_shared_data(tmp_path, dataset, options):
+    if not (SHARED_DATA / dataset).is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA / dataset} is absent on this machine")
+    proc = train(f"data={dataset}", f"data.root={SHARED_DATA / dataset}", "trainer=smoke", *options, results=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (record,) = records(tmp_path)
+    assert record["status"] == "complete" and len(record["metrics"]["test"]) == len(record["tasks"]) + 1

@@ -14,7 +14,7 @@ def test_tasks_variant_layout(tiny_shapes):
     assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (3, 16, 16)
     for t, spec in enumerate(tiny_shapes.tasks):
         labels = train.targets[train.tasks == t]
-        assert 0 <= int(labels.min()) and int(labels.max()) < spec.num_classes
+        assert int(labels.min()) >= 0 and int(labels.max()) < spec.num_classes
 
 
 def test_domains_variant_shares_the_label_set(tiny_domains):

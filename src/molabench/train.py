@@ -154,6 +154,37 @@ def _check_group_choices(argv: list[str]) -> None:
                 raise ConfigError(f"unknown {group} {choice!r}; choose one of: {', '.join(available)} (configs/{group}/)")
 
 
+def _check_overrides(argv: list[str]) -> None:
+    """Compose the first configuration of the command line once, so that malformed overrides,
+    unknown keys and broken interpolations fail with one line before Hydra starts."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from molabench.errors import ConfigError
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # Hydra's grammar errors have no common public base class
+        raise ConfigError(f"cannot parse the overrides {' '.join(overrides)!r}: {str(exc).splitlines()[0]}") from None
+    first = []
+    for override in parsed:
+        if override.key_or_group.startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            value = next(iter(override.sweep_string_iterator()), None)
+            first.append(f"{override.get_key_element()}={value}")
+        else:
+            first.append(override.input_line)
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            OmegaConf.to_container(compose(config_name="config", overrides=first), resolve=True)
+    except Exception as exc:  # compose raises several unrelated exception types
+        message = " ".join(line.strip() for line in str(exc).splitlines()[:2] if line.strip())
+        raise ConfigError(f"invalid configuration: {message}") from None
+
+
 def _task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -185,6 +216,8 @@ def main() -> None:
 
     try:
         _check_group_choices(sys.argv[1:])
+        if not any(arg in ("--help", "-h", "--hydra-help", "--info") or arg.startswith("--cfg") for arg in sys.argv[1:]):
+            _check_overrides(sys.argv[1:])
     except MolabenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None

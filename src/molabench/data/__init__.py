@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from molabench.data.base import Batch, MultiTaskData, SplitSource, TaskSpec, TensorSplit
+from molabench.errors import ConfigError
 from molabench.registry import Registry
 
 DATASETS: Registry[MultiTaskData] = Registry("dataset")
@@ -17,7 +19,17 @@ _NON_LOADER_KEYS = {"name", "protocol", "paper"}
 def build_data(cfg: Mapping[str, Any]) -> MultiTaskData:
     _import_all()
     kwargs = {k: v for k, v in cfg.items() if k not in _NON_LOADER_KEYS}
-    return DATASETS.build(cfg["name"], **kwargs)
+    builder = DATASETS.get(cfg["name"])
+    try:
+        inspect.signature(builder).bind(**kwargs)
+    except TypeError:
+        accepted = [p for p in inspect.signature(builder).parameters if p not in ("args", "kwargs")]
+        unknown = sorted(set(kwargs) - set(accepted))
+        raise ConfigError(
+            f"data={cfg['name']} does not take {', '.join(f'data.{k}' for k in unknown) or 'these keys'}; "
+            f"it accepts: {', '.join(accepted)}"
+        ) from None
+    return builder(**kwargs)
 
 
 def _import_all() -> None:

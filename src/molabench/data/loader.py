@@ -9,18 +9,21 @@ Two ways of forming training batches (``trainer.batching``):
 
 Both give the same number of steps per epoch (``N_train // batch_size``) so budgets compare.
 Images stay uint8 until they reach the device, where they are converted, augmented batch-wise
-and normalised.
+and normalised. Sources that decode files on load (``prefetch = True``, e.g. RadImageNet's
+``FileSplit``) load the next batch in a background thread while the current one is used;
+batch indices and augmentation randomness are still drawn in the calling thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from molabench.data.base import Batch, MultiTaskData, SplitSource
+from molabench.data.base import Batch, MultiTaskData, SplitSource, Targets
 
 Batching = Literal["mixed", "per_task"]
 
@@ -103,9 +106,24 @@ class BatchLoader:
             return _per_task_indices(self.source, self.batch_size, self.data.num_tasks, self.gen)
         return _mixed_indices(self.source, self.batch_size, self.gen)
 
+    def _loaded(self) -> Iterator[tuple[Tensor, Tensor, Targets]]:
+        """(indices, images, targets) of every batch; one batch ahead for file-backed sources."""
+        if not getattr(self.source, "prefetch", False):
+            for idx in self._indices():
+                yield (idx, *self.source.load(idx))
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: tuple[Tensor, Future] | None = None
+            for idx in self._indices():
+                future = pool.submit(self.source.load, idx)
+                if pending is not None:
+                    yield (pending[0], *pending[1].result())
+                pending = (idx, future)
+            if pending is not None:
+                yield (pending[0], *pending[1].result())
+
     def __iter__(self) -> Iterator[Batch]:
-        for idx in self._indices():
-            images, targets = self.source.load(idx)
+        for idx, images, targets in self._loaded():
             batch = Batch(images, targets, self.source.tasks[idx]).to(self.device)
             x = batch.x.float().div_(255.0)
             y = batch.y

@@ -82,7 +82,6 @@ def shapes(
     n_test: int = 1000,
     data_seed: int = 0,
     tasks: list[str] | None = None,
-    **_: object,
 ) -> MultiTaskData:
     """Build the shapes dataset; sizes are per task. ``tasks`` selects a subset of tasks/domains."""
     if variant not in ("tasks", "domains"):

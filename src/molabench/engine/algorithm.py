@@ -113,7 +113,7 @@ class MultiTaskAlgorithm(nn.Module):
         return (p for p in self.parameters() if p.requires_grad)
 
 
-def backbone_factory(cfg: Mapping[str, Any], data: MultiTaskData):  # noqa: ANN201 - returns a factory
+def backbone_factory(cfg: Mapping[str, Any], data: MultiTaskData):
     from molabench.models.backbones import build_backbone
 
     kwargs = _hparams(cfg)

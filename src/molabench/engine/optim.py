@@ -32,9 +32,14 @@ def adamw(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 1e-2,
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    if float(cfg.get("lr", 0)) <= 0:
-        raise ConfigError(f"trainer.optimizer.lr must be positive, got {cfg.get('lr')}")
-    return OPTIMIZERS.build(cfg["name"], params=params, **{k: v for k, v in cfg.items() if k != "name"})
+    builder = OPTIMIZERS.get(cfg["name"])
+    try:
+        lr = float(cfg.get("lr", 0))
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {cfg.get('lr')}")
+        return builder(params=params, **{k: v for k, v in cfg.items() if k != "name"})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"trainer.optimizer ({cfg['name']}): {exc}") from None
 
 
 # Schedules are stepped once per optimisation step; ``total_steps`` is epochs x steps per epoch.

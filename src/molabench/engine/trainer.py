@@ -34,6 +34,23 @@ def _flatten(prefix: str, metrics: Metrics) -> dict[str, float]:
     return {f"{prefix}/{task}/{name}": value for task, values in metrics.items() for name, value in values.items() if name != "n"}
 
 
+_KIND_NAMES = {int: "an integer", float: "a number"}
+
+
+def _typed(cfg: Mapping[str, Any], key: str, kind: type, minimum: float | None = None, default: Any = ...) -> Any:
+    """``trainer.<key>`` converted to ``kind``; a wrong type or range is a one-line ConfigError."""
+    value = cfg.get(key) if default is ... else (cfg.get(key) if cfg.get(key) is not None else default)
+    if value is None:
+        return None
+    try:
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"trainer.{key} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}") from None
+    if minimum is not None and converted < minimum:
+        raise ConfigError(f"trainer.{key} must be at least {minimum}, got {value!r}")
+    return converted
+
+
 def fit(
     algorithm: MultiTaskAlgorithm,
     data: MultiTaskData,
@@ -43,21 +60,20 @@ def fit(
     logger: Logger,
     progress: bool = True,
 ) -> TrainResult:
-    epochs = int(cfg["epochs"])
-    if epochs < 1:
-        raise ConfigError(f"trainer.epochs must be at least 1, got {epochs}")
-    batch_size = int(cfg["batch_size"])
-    if batch_size < 1:
-        raise ConfigError(f"trainer.batch_size must be at least 1, got {batch_size}")
-    eval_batch_size = int(cfg.get("eval_batch_size") or max(batch_size, 256))
+    epochs = _typed(cfg, "epochs", int, minimum=1)
+    batch_size = _typed(cfg, "batch_size", int, minimum=1)
+    eval_batch_size = _typed(cfg, "eval_batch_size", int, minimum=1, default=max(batch_size, 256))
+    eval_every = _typed(cfg, "eval_every", int, minimum=1, default=1)
+    max_steps = _typed(cfg, "max_steps_per_epoch", int, minimum=1, default=None)
+    batching = cfg.get("batching", "mixed")
+    if batching not in ("mixed", "per_task"):
+        raise ConfigError(f"trainer.batching must be mixed or per_task, got {batching!r}")
     selector = Selector.create(cfg.get("selection", "val"), list(data.splits))
 
-    train_loader = BatchLoader(data, "train", batch_size, train=True, batching=cfg.get("batching", "mixed"), seed=seed, device=device)
-    steps = len(train_loader)
-    if cfg.get("max_steps_per_epoch"):
-        steps = min(steps, int(cfg["max_steps_per_epoch"]))
+    train_loader = BatchLoader(data, "train", batch_size, train=True, batching=batching, seed=seed, device=device)
+    steps = min(len(train_loader), max_steps) if max_steps else len(train_loader)
     algorithm.to(device)
-    algorithm.grad_clip = cfg.get("grad_clip")
+    algorithm.grad_clip = _typed(cfg, "grad_clip", float, minimum=0, default=None)
     optimizer = build_optimizer(algorithm.trainable_parameters(), cfg["optimizer"])
     algorithm.optimizer = optimizer
     scheduler = build_scheduler(optimizer, cfg.get("scheduler") or {"name": "none"}, epochs * steps, steps)
@@ -93,7 +109,7 @@ def fit(
         entry: dict[str, Any] = {"epoch": epoch + 1, "train/loss": loss_sum / max(1, steps), "lr": optimizer.param_groups[0]["lr"]}
         entry.update({f"train/{spec.name}/loss": float(v) for spec, v in zip(data.tasks, mean_task_losses, strict=True)})
         is_last = epoch == epochs - 1
-        if (epoch + 1) % int(cfg.get("eval_every", 1)) == 0 or is_last:
+        if (epoch + 1) % eval_every == 0 or is_last:
             split_metrics = evaluate(algorithm, data, selector.split, eval_batch_size, device)
             entry.update(_flatten(selector.split, split_metrics))
             entry["selected"] = selector.consider(epoch + 1, split_metrics, algorithm)
