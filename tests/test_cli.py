@@ -130,3 +130,14 @@ def test_smoke_runs_on_the_real_shared_data(tmp_path, dataset, options):
     assert proc.returncode == 0, proc.stderr
     (record,) = records(tmp_path)
     assert record["status"] == "complete" and len(record["metrics"]["test"]) == len(record["tasks"]) + 1
+
+
+@pytest.mark.slow
+def test_every_method_config_completes_a_smoke_run(tmp_path):
+    methods = sorted(p.stem for p in (ROOT / "configs" / "method").glob("*.yaml"))
+    proc = train("-m", f"method={','.join(methods)}", *SMOKE, "trainer.batching=per_task", results=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = records(tmp_path)
+    assert sorted(r["method"] for r in runs) == methods
+    failed = {r["method"]: r.get("error") for r in runs if r["status"] != "complete"}
+    assert not failed

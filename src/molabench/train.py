@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-GROUPS = ("data", "backbone", "method", "trainer", "logger")
+GROUPS = ("data", "backbone", "method", "trainer", "logger", "sweep")
 EXIT_USER_ERROR = 2
 _failures: list[str] = []
 

@@ -88,6 +88,7 @@ class MultiTaskAlgorithm(nn.Module):
                     shared_params=[p for p in self.arch.shared_parameters() if p.requires_grad],
                     task_params=[p for p in self.arch.task_specific_parameters() if p.requires_grad],
                     representation=fwd.representation,
+                    groups=fwd.groups,
                     extra_loss=extra,
                     step=self.step_count,
                     epoch=self.epoch,
@@ -138,7 +139,7 @@ def build_architecture(method: Mapping[str, Any], backbone: Mapping[str, Any], d
 
 def build_algorithm(method: Mapping[str, Any], backbone: Mapping[str, Any], data: MultiTaskData) -> MultiTaskAlgorithm:
     arch = build_architecture(method, backbone, data)
-    weighting = build_weighting(method["weighting"]["name"], **_hparams(method["weighting"]))
+    weighting = build_weighting(method["weighting"]["name"], num_tasks=data.num_tasks, **_hparams(method["weighting"]))
     load_penalties()
     penalties = {
         name: PENALTIES.build(name, arch=arch, tasks=data.tasks, **{k: v for k, v in cfg.items() if k != "enabled"})

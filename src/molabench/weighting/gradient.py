@@ -1,0 +1,156 @@
+"""Shared mechanics of gradient-combination methods.
+
+A :class:`GradientWeighting` turns the T task losses of a step into one update direction:
+
+1. the T' x P matrix ``G`` of per-task gradients of the shared parameters (present tasks only;
+   ``weighting.pertask`` explains how it is obtained in about one backward pass);
+2. ``d = aggregate(G)``, the method proper;
+3. ``d`` is written into the shared parameters' ``.grad``;
+4. task-specific parameters (heads, and the weighting's own parameters, e.g. IMTL-L scales)
+   receive the gradient of ``sum_t L_t`` — each head only sees its own loss, so this is the
+   unweighted task gradient whatever the method;
+5. the gradient of ``extra_loss`` (penalties) is added once, outside the combination.
+
+Representation-level ("-UB", Sener & Koltun 2018) methods set ``level = "representation"``:
+``G`` holds the gradients w.r.t. the shared representation ``z`` (B x D per task, cheap: only the
+heads are differentiated), and ``aggregate`` 's result is back-propagated through the encoder.
+
+:class:`GramianWeighting` covers methods whose direction is a combination ``d = w^T G`` with
+weights computed from the Gramian ``M = G G^T`` alone (MGDA, PCGrad, CAGrad, IMTL-G, GradVac,
+Nash-MTL, Aligned-MTL): T x T algebra instead of T x P vector operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from molabench.errors import ConfigError
+from molabench.weighting.base import StepContext, Weighting, present_tasks
+from molabench.weighting.pertask import check_grad_mode, flat_views, gramian, task_gradients
+
+
+class GradientWeighting(Weighting):
+    """Base class: subclasses implement :meth:`aggregate`."""
+
+    #: "parameters": combine gradients of the shared parameters; "representation": of ``z``.
+    level: str = "parameters"
+
+    def __init__(self, grad_mode: str = "auto") -> None:
+        super().__init__()
+        self.grad_mode = check_grad_mode(grad_mode)
+        #: weights of the last aggregation (rows of G), for logging; None when not a weighting.
+        self.last_weights: Tensor | None = None
+        self._buffer: dict[str, Tensor] = {}  # G's memory, reused across steps
+
+    # -- the method --------------------------------------------------------------------------
+
+    def aggregate(self, G: Tensor, tasks: Tensor | None = None, losses: Tensor | None = None) -> Tensor:
+        """Combine per-task gradients ``G`` (T x P) into one direction (P,).
+
+        ``tasks`` are the global task ids of the rows (default ``0..T-1``; stateful methods key
+        their state by it); ``losses`` the rows' loss values (used by MGDA's loss normalisation).
+        """
+        raise NotImplementedError
+
+    def aggregate_representation(self, G: Tensor, tasks: Tensor, losses: Tensor) -> Tensor:
+        """Combine representation gradients ``G`` (T x B x ...) into a (B x ...) gradient."""
+        return self.aggregate(G.flatten(1), tasks, losses).view(G.shape[1:])
+
+    def scale_losses(self, losses: Tensor, tasks: Tensor) -> Tensor:
+        """Transform present tasks' losses before differentiation (identity; IMTL-L overrides)."""
+        return losses
+
+    # -- mechanics ---------------------------------------------------------------------------
+
+    def backward(self, ctx: StepContext) -> dict[str, float]:
+        idx = present_tasks(ctx.losses, ctx.present)
+        extra = ctx.extra_loss if ctx.extra_loss is not None and ctx.extra_loss.requires_grad else None
+        retain = extra is not None  # the penalty may share the graph: keep it for its own backward
+        self.last_weights = None
+        if idx.numel():
+            losses = self.scale_losses(ctx.losses[idx], idx)
+            own = [p for p in self.parameters() if p.requires_grad]
+            others = _unique([p for p in ctx.task_params if p.requires_grad] + own)
+            if self.level == "representation":
+                self._backward_representation(ctx, losses, idx, others, retain)
+            else:
+                self._backward_parameters(ctx, losses, idx, others, retain)
+        if extra is not None:
+            extra.backward()
+        logs: dict[str, float] = {}
+        if self.last_weights is not None:
+            logs = {f"w{int(t)}": float(w) for t, w in zip(idx, self.last_weights, strict=True)}
+        return logs
+
+    def _backward_parameters(
+        self, ctx: StepContext, losses: Tensor, idx: Tensor, others: list[nn.Parameter], retain: bool
+    ) -> None:
+        shared = _unique([p for p in ctx.shared_params if p.requires_grad])
+        groups = None if ctx.groups is None else [ctx.groups[int(t)] for t in idx]
+        tg = task_gradients(losses, shared, others, groups, self.grad_mode, retain, self._buffer)  # type: ignore[arg-type]
+        d = self.aggregate(tg.G, idx, ctx.losses[idx].detach())
+        offsets, _ = flat_views(shared)
+        accumulate(shared, [d[o: o + p.numel()].view_as(p) for o, p in zip(offsets, shared, strict=True)])
+        accumulate(others, tg.others)
+
+    def _backward_representation(
+        self, ctx: StepContext, losses: Tensor, idx: Tensor, others: list[nn.Parameter], retain: bool
+    ) -> None:
+        z = ctx.representation
+        if z is None or not z.requires_grad:
+            raise ConfigError(
+                f"weighting {type(self).__name__} differentiates the shared representation, but the architecture "
+                "exposes none; use the parameter-level method (e.g. mgda instead of mgda_ub) or an architecture "
+                "with one shared encoder (e.g. hps)"
+            )
+        # Only the heads lie between z and the losses, so exact per-task gradients are cheap.
+        tg = task_gradients(losses, [z], others, None, "exact", retain_graph=True)  # type: ignore[list-item]
+        dz = self.aggregate_representation(tg.G.view(len(idx), *z.shape), idx, ctx.losses[idx].detach())
+        torch.autograd.backward(z, dz.to(z.dtype), retain_graph=retain)
+        accumulate(others, tg.others)
+
+
+class GramianWeighting(GradientWeighting):
+    """``d = w^T G`` with ``w = weights_from_gramian(G G^T)``."""
+
+    def weights_from_gramian(self, M: Tensor, tasks: Tensor, losses: Tensor | None) -> Tensor:
+        """Task weights (T,) from the float64 Gramian ``M`` (T x T)."""
+        raise NotImplementedError
+
+    def aggregate(self, G: Tensor, tasks: Tensor | None = None, losses: Tensor | None = None) -> Tensor:
+        tasks = torch.arange(G.shape[0]) if tasks is None else tasks
+        G = G.detach()
+        M = gramian(G)
+        w = self.weights_from_gramian(M, tasks.cpu(), losses).to(G.dtype).to(G.device)
+        self.last_weights = w.detach().cpu()
+        return w @ G
+
+
+def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+    """Add ``grads`` into ``.grad`` (the trainer zeroes grads before ``backward``)."""
+    for p, g in zip(params, grads, strict=True):
+        if g is None:
+            continue
+        g = g.detach().to(p.dtype)
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)
+
+
+def _unique(params: list[nn.Parameter]) -> list[nn.Parameter]:
+    seen: set[int] = set()
+    out = []
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def unit_rows(M: Tensor, eps: float = 1e-12) -> Tensor:
+    """Norms ``|g_t|`` of the rows of G from its Gramian, floored at ``eps``."""
+    return M.diagonal().clamp_min(0).sqrt().clamp_min(eps)

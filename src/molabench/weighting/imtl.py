@@ -1,0 +1,49 @@
+"""IMTL: impartial multi-task learning (Liu et al., "Towards Impartial Multi-task Learning",
+ICLR 2021), the hybrid IMTL = IMTL-L + IMTL-G of the paper.
+
+IMTL-G finds the combination ``d = sum_t alpha_t g_t`` (``sum alpha = 1``) whose projections
+onto every unit gradient ``u_t = g_t/|g_t|`` are equal. With ``D`` the rows ``g_1 - g_t`` and
+``U`` the rows ``u_1 - u_t`` (t = 2..T)::
+
+    alpha_{2:T} = g_1 U^T (D U^T)^{-1},     alpha_1 = 1 - sum_{t>=2} alpha_t
+
+computed from the Gramian (``g_a . u_b = M_ab / |g_b|``). IMTL-L (``loss_scaling: true``)
+first replaces each loss by ``e^{s_t} L_t - s_t`` with learnable ``s_t`` (init 0, trained by the
+model's optimiser). ``loss_scaling: false`` gives IMTL-G alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from molabench.weighting.gradient import GramianWeighting, unit_rows
+from molabench.weighting.registration import register, require_num_tasks
+
+
+def imtl_g_weights(M: Tensor) -> Tensor:
+    T = M.shape[0]
+    if T == 1:
+        return torch.ones(1, dtype=M.dtype)
+    n = unit_rows(M)
+    GU = M / n  # GU[a, b] = g_a . u_b
+    g1U = GU[0, 0] - GU[0, 1:]  # g_1 . (u_1 - u_t)
+    DU = GU[0, 0] - GU[0, 1:][None, :] - GU[1:, 0][:, None] + GU[1:, 1:]  # (g_1 - g_i) . (u_1 - u_j)
+    rest = torch.linalg.lstsq(DU.T, g1U[:, None]).solution.flatten()  # solves x DU = g1U
+    return torch.cat([1 - rest.sum(0, keepdim=True), rest])
+
+
+@register("imtl")
+class IMTL(GramianWeighting):
+    def __init__(self, num_tasks: int | None = None, loss_scaling: bool = True, grad_mode: str = "auto") -> None:
+        super().__init__(grad_mode)
+        self.log_scale = nn.Parameter(torch.zeros(require_num_tasks("imtl", num_tasks))) if loss_scaling else None
+
+    def scale_losses(self, losses: Tensor, tasks: Tensor) -> Tensor:
+        if self.log_scale is None:
+            return losses
+        s = self.log_scale[tasks.to(self.log_scale.device)].to(losses)
+        return torch.exp(s) * losses - s
+
+    def weights_from_gramian(self, M: Tensor, tasks: Tensor, losses: Tensor | None) -> Tensor:
+        return imtl_g_weights(M.cpu())
