@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from molabench.architectures import ARCHITECTURES, Architecture, load_all
 from molabench.data.base import Batch, TaskSpec
+from molabench.engine.optim import build_optimizer
 from molabench.models.backbones import build_backbone
 from molabench.penalties import PENALTIES, Penalty, PenaltyContext
 from molabench.penalties import load_all as load_penalties
@@ -105,7 +106,7 @@ def authors_grad_forward(arch: Architecture, batch: Batch) -> list[tuple[torch.T
 
 def make_step(name: str, arch: Architecture, penalty: Penalty | None, batch: Batch) -> Callable[[], None]:
     params = list(arch.parameters()) + (list(penalty.parameters()) if penalty is not None else [])
-    opt = torch.optim.Adam(params, lr=1e-4)
+    opt = build_optimizer(params, {"name": "adam", "lr": 1e-4})  # the trainer's optimiser
 
     def step() -> None:
         if name == "authors_grad":

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from molabench.architectures import ARCHITECTURES, load_all
 from molabench.data.base import TaskSpec
+from molabench.engine.optim import build_optimizer
 from molabench.models.backbones import build_backbone
 from molabench.weighting import WEIGHTINGS, StepContext, build
 from molabench.weighting import load_all as load_weightings
@@ -84,7 +85,7 @@ def bench(T: int, setting: str, rounds: int, batch: int) -> dict[str, dict[str, 
     runners = {}
     for label, (name, hp) in methods.items():
         w = build(name, num_tasks=T, **hp)
-        opt = torch.optim.SGD([*model.parameters(), *w.parameters()], lr=1e-3)
+        opt = build_optimizer([*model.parameters(), *w.parameters()], {"name": "sgd", "lr": 1e-3})  # the trainer's optimiser
         runners[label] = (w, opt)
     times: dict[str, list[float]] = {label: [] for label in runners}
     for r in range(rounds + 1):  # round 0 warms up

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import molabench.models.mola.layer as layer_module
 from molabench.models.mola import MoLAConv2d, MoLALinear, Routing
 
 E, R = 3, 2
@@ -62,9 +63,15 @@ def apply(layer: nn.Module, routing: Routing, mode: str, alpha: torch.Tensor, x:
         routing.clear()
 
 
+@pytest.mark.parametrize("merged_ratio", [0.25, 0.0], ids=["merged-weights-allowed", "merged-weights-off"])
 @pytest.mark.parametrize("factorization", ["paper", "code"])
-@pytest.mark.parametrize("kernel,stride,size", [(1, 1, 6), (1, 2, 6), (3, 1, 4), (3, 2, 5), (3, 1, 12), (3, 2, 12)])
-def test_conv_fast_paths_match_merged_reference(factorization: str, kernel: int, stride: int, size: int) -> None:
+@pytest.mark.parametrize("kernel,stride,size", [(1, 1, 6), (1, 2, 6), (3, 1, 4), (3, 2, 5), (3, 1, 12), (3, 2, 12), (3, 1, 18), (1, 2, 40)])
+def test_conv_fast_paths_match_merged_reference(
+    factorization: str, kernel: int, stride: int, size: int, merged_ratio: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sizes cover every kernel tier (plain / fused / grouped conv, see layer.py); merged_ratio=0 forces
+    # grouped routing off the per-task merged-weight path that these tiny channel counts would always take.
+    monkeypatch.setattr(layer_module, "MERGED_MAX_WEIGHT_RATIO", merged_ratio)
     torch.manual_seed(0)
     base = nn.Conv2d(4, 5, kernel, stride, padding=kernel // 2, bias=True).double()
     routing = Routing()

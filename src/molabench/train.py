@@ -94,7 +94,8 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
         hps_total = _count(build_architecture({"architecture": {"name": "hps"}}, cfg["backbone"], data).parameters())
         total = _count(algorithm.parameters())
         params = {"total": total, "trainable": _count(algorithm.trainable_parameters()), "added": total - hps_total, "hps_total": hps_total}
-        counts = getattr(algorithm.arch, "param_counts", None)
+        params["penalties"] = _count(algorithm.penalties.parameters())
+        counts = getattr(algorithm.arch, "param_groups_count", None)  # e.g. MoLA: adapter / router counts
         if callable(counts):
             params.update(counts())
         record["params"] = params

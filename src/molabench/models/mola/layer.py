@@ -42,9 +42,16 @@ from molabench.models.mola.routing import Routing
 
 Factorization = Literal["paper", "code"]
 
-#: Grouped routing on output maps with at least this many positions uses a grouped conv (r channels per
-#: sample); on smaller maps one plain conv over all E*r channels, which measured faster on CPU (docs/mola.md).
-GROUPED_CONV_MIN_POSITIONS = 32
+#: Which kernel computes the adapters' A on a map of P output positions (measured on CPU, docs/mola.md):
+#: P < FUSED_MIN_POSITIONS: one plain conv over all E*r channels (tiny maps: per-call overhead dominates);
+#: FUSED_MIN_POSITIONS <= P <= FUSED_MAX_POSITIONS: W0 and all A_e in ONE conv (C_out + E*r channels), which
+#: costs little more than W0 alone on such maps; P > FUSED_MAX_POSITIONS (FLOP-bound): grouped routing runs
+#: only each sample's own r channels as one grouped conv.
+FUSED_MIN_POSITIONS = 32
+FUSED_MAX_POSITIONS = 256
+#: Grouped routing builds the G per-task merged weights when their size is at most this fraction of the
+#: conv's input work (N * P * C_in * k * k): e.g. ResNet-18's layer1 at 28x28 (measured 2x cheaper there).
+MERGED_MAX_WEIGHT_RATIO = 0.25
 
 
 def to_groups(x: Tensor, groups: int) -> Tensor:
@@ -160,6 +167,22 @@ class MoLAConv2d(MoLAAdapted, nn.Conv2d):
         a = self.lora_A[expert].reshape(self.lora_B.shape[2], -1)
         return (self.lora_B[expert] @ a * self.scaling).view(self.weight.shape)
 
+    def _positions(self, x: Tensor) -> int:
+        """Number of output positions H' x W' of this conv on input ``x``."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        h = (x.shape[-2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        w = (x.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        return h * w
+
+    def _base_and_adapters(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """W0 * x (+ bias) and every expert's A_e * x as (N, E*r, H', W'), fused into one conv on mid-size maps."""
+        a = self.lora_A.flatten(0, 1)
+        if FUSED_MIN_POSITIONS <= self._positions(x) <= FUSED_MAX_POSITIONS:
+            bias = None if self.bias is None else torch.cat([self.bias, self.bias.new_zeros(a.shape[0])])
+            out = self._conv(x, torch.cat([self.weight, a]), bias)
+            return out[:, : self.out_channels], out[:, self.out_channels :]
+        return self._conv(x, self.weight, self.bias), self._conv(x, a)
+
     def _dense(self, x: Tensor, weights: Tensor) -> Tensor:
         e, r, c_out = self.num_experts, self.rank, self.out_channels
         if self.factorization == "code":
@@ -167,8 +190,7 @@ class MoLAConv2d(MoLAAdapted, nn.Conv2d):
             y = self._conv(x, wide).unflatten(1, (e + 1, c_out))
             out = y[:, 0] + torch.einsum("ne,nechw->nchw", weights, y[:, 1:])
             return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
-        y = self._conv(x, self.weight, self.bias)
-        h = self._conv(x, self.lora_A.flatten(0, 1))  # (N, E*r, H', W'): every expert's A at once
+        y, h = self._base_and_adapters(x)  # h: (N, E*r, H', W'), every expert's A at once
         h = h * _expand_weights(weights, r, self.scaling)[:, :, None, None]
         # The 1x1 conv E*r -> C_out (which also sums over experts) as a matmul: oneDNN is slow on odd channel counts.
         b = self.lora_B.permute(1, 0, 2).reshape(c_out, e * r)
@@ -179,17 +201,25 @@ class MoLAConv2d(MoLAAdapted, nn.Conv2d):
             merged = (self.weight.unsqueeze(0) + self.delta_weights()).flatten(0, 1)
             bias = None if self.bias is None else self.bias.repeat(groups)
             return from_groups(self._conv(to_groups(x, groups), merged, bias, groups), groups)
-        y = self._conv(x, self.weight, self.bias)
-        b, positions = x.shape[0] // groups, y.shape[-2] * y.shape[-1]
-        if positions >= GROUPED_CONV_MIN_POSITIONS:
+        b = x.shape[0] // groups
+        if groups * self.weight.numel() <= MERGED_MAX_WEIGHT_RATIO * b * groups * self._positions(x) * self.weight[0].numel():
+            # Weights small against the work on the map (early stages): per-task merged weights W0 + s B_g A_g
+            # (G of them, never per sample) in one grouped conv — as cheap as W0 alone on CPU.
+            delta = torch.bmm(self.lora_B, self.lora_A.reshape(groups, self.rank, -1)) * self.scaling
+            merged = (self.weight.unsqueeze(0) + delta.view(groups, *self.weight.shape)).flatten(0, 1)
+            bias = None if self.bias is None else self.bias.repeat(groups)
+            return from_groups(self._conv(to_groups(x, groups), merged, bias, groups), groups)
+        if self._positions(x) > FUSED_MAX_POSITIONS:
             # Large maps (FLOP-bound): only each group's own r channels, as one grouped conv.
+            y = self._conv(x, self.weight, self.bias)
             h = self._conv(to_groups(x, groups), self.lora_A.flatten(0, 1), groups=groups)
-            h = h.view(b, groups, self.rank, positions).transpose(0, 1)
+            h = h.view(b, groups, self.rank, -1).transpose(0, 1)
         else:
-            # Small maps (overhead-bound): one plain conv over all experts is cheaper on CPU than a grouped
-            # one; keep group g's block of expert g (the other blocks get exactly zero gradient).
-            h = self._conv(x, self.lora_A.flatten(0, 1)).view(groups, b, groups, self.rank, positions)
-            h = torch.diagonal(h, dim1=0, dim2=2).permute(3, 0, 1, 2)
+            # Small maps (overhead-bound): all experts' channels for every sample, then keep group g's block of
+            # expert g (the other blocks get exactly zero gradient).
+            y, h_all = self._base_and_adapters(x)
+            h_all = h_all.reshape(groups, b, groups, self.rank, -1)
+            h = torch.diagonal(h_all, dim1=0, dim2=2).permute(3, 0, 1, 2)
         # B_g for every group at once: (G, 1, C_out, r) @ (G, b, r, P) -> (G, b, C_out, P), already in batch order.
         return y + torch.matmul(self.lora_B.unsqueeze(1) * self.scaling, h).view_as(y)
 
