@@ -108,3 +108,43 @@ def test_tables_average_seeds_and_stand_beside_the_paper(tmp_path):
 def test_tables_without_records_fail_clearly(tmp_path, capsys):
     assert tables_main(["--results", str(tmp_path)]) == 2
     assert "no run records" in capsys.readouterr().err
+
+
+def _domain_record(experiment, data, columns, method, knobs, overrides, backbone="resnet50"):
+    tasks = [{"name": c.lower(), "column": c} for c in columns]
+    metrics = {t["name"]: {"acc": 50.0} for t in tasks} | {"avg": {"acc": 50.0}}
+    return {
+        "status": "complete",
+        "experiment": experiment,
+        "data": data,
+        "method": method,
+        "seed": 0,
+        "overrides": overrides,
+        "tasks": tasks,
+        "selection": {"protocol": "paper"},
+        "metrics": {"test": metrics},
+        "config": {"method": knobs, "backbone": {"name": backbone}, "data": {"paper": {"table": None}}},
+    }
+
+
+def test_ablation_sweeps_fill_the_papers_ablation_tables(tmp_path):
+    runs = tmp_path / "runs"
+    write_json_atomic(
+        runs / "a" / "record.json",
+        _domain_record("table6_rank_vlcs", "vlcs", "VLCS", "mola_router", {"rank": 4}, ["method.rank=4"]),
+    )
+    write_json_atomic(
+        runs / "b" / "record.json",
+        _domain_record("table11_experts", "officehome", "PACR", "mola_router", {"experts": 2}, ["method.experts=2"]),
+    )
+    write_json_atomic(
+        runs / "c" / "record.json",
+        _domain_record("table8_backbone", "vlcs", "VLCS", "mola_grad", {}, ["backbone=vit_tiny"], backbone="vit_tiny"),
+    )
+    assert tables_main(["--results", str(tmp_path)]) == 0
+    rank = (tmp_path / "tables" / "table6_rank_vlcs__vlcs__paper.md").read_text()
+    assert "| mola_router [method.rank=4] | 1 | 50.00 ± 0.00 (85.59) | 50.00 ± 0.00 (79.14) |" in rank
+    experts = (tmp_path / "tables" / "table11_experts__officehome__paper.md").read_text()
+    assert "50.00 ± 0.00 (87.33) | 50.00 ± 0.00 (64.63) | 50.00 ± 0.00 (69.93) | 50.00 ± 0.00 (76.50) | 50.00 ± 0.00 (74.60)" in experts
+    backbone = (tmp_path / "tables" / "table8_backbone__vlcs__paper.md").read_text()
+    assert "(92.37)" in backbone and "(89.40)" in backbone

@@ -11,6 +11,7 @@ import csv
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 PAPER_LABELS: dict[str, tuple[str, ...]] = {
     "single_task": ("Single-Task",),
@@ -47,6 +48,40 @@ PAPER_LABELS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Tables 8, 9 and 11 name domains D1..D4 in this order (their captions).
+DOMAIN_ORDER = {"vlcs": ["V", "L", "C", "S"], "officehome": ["P", "A", "C", "R"]}
+_SHORT = {"mola_router": "Router", "mola_grad": "Grad", "hps": "HPS"}
+
+
+def paper_labels(table: str, record: dict[str, Any]) -> tuple[str, ...]:
+    """The paper's row label(s) for a run: the method's name in the main tables, its setting in the ablations.
+
+    Ablation rows are recognised from the run's resolved method config (e.g. ``method.rank=4`` on
+    VLCS is Table 6's ``Router(r=4)``), so a sweep over that knob fills the ablation table.
+    """
+    method, data = record["method"], record["data"]
+    config = record.get("config") or {}
+    knobs = config.get("method") or {}
+    short = _SHORT.get(method)
+    if table == "table6_rank_vlcs" and short in ("Router", "Grad"):
+        return (f"{short}(r={knobs.get('rank')})",)
+    if table == "table10_omega_dim" and short == "Router":
+        return (f"Router (={knobs.get('omega_dim')})",)
+    if table == "table11_experts" and short == "Router":
+        experts = knobs.get("experts") or len(record.get("tasks") or [])
+        return (f"{data}:Router (={experts})",)
+    if table == "table8_backbone" and short:
+        kind = "Transformer" if str((config.get("backbone") or {}).get("name", "")).startswith("vit") else "ResNet"
+        return (f"{data}:{short} ({kind})", f"{data}:{short} ({kind.capitalize()})")
+    if table == "table9_router_sharing" and short == "Router":
+        sharing = "Shared" if knobs.get("router_sharing", "shared") == "shared" else "Non-shared"
+        blocks = "+".join(str(int(s[-1]) - 1) for s in knobs.get("stages") or [] if str(s).startswith("layer"))
+        return (f"{data}:{sharing} ({blocks})",)
+    if record.get("overrides"):
+        return ()  # a variant of the method: not the paper's row
+    return PAPER_LABELS.get(method, (method,))
+
+
 @dataclass(frozen=True)
 class PaperTable:
     name: str
@@ -55,10 +90,20 @@ class PaperTable:
     rows: dict[str, dict[str, float | None]]
 
     def lookup(self, method: str) -> dict[str, float | None] | None:
-        for label in PAPER_LABELS.get(method, (method,)):
+        return self.lookup_labels(PAPER_LABELS.get(method, (method,)))
+
+    def lookup_labels(self, labels: tuple[str, ...]) -> dict[str, float | None] | None:
+        for label in labels:
             if label in self.rows:
                 return self.rows[label]
         return None
+
+    def column_for(self, task_column: str, data: str) -> str:
+        """The paper's column for one of our task columns (Tables 8, 9 and 11 number domains D1..D4)."""
+        if task_column in self.columns:
+            return task_column
+        order = DOMAIN_ORDER.get(data, [])
+        return f"D{order.index(task_column) + 1}" if task_column in order else task_column
 
 
 def _number(text: str) -> float | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from molabench.report.paper import PAPER_LABELS, PaperTable, available_tables, load_table
+from molabench.report.paper import PAPER_LABELS, PaperTable, available_tables, load_table, paper_labels
 from molabench.report.records import iter_records
 
 METHOD_ORDER = list(PAPER_LABELS)
@@ -81,15 +81,14 @@ def build_frame(group: Group) -> pd.DataFrame:
     rows = []
     for label in sorted(group.runs, key=_order):
         runs = group.runs[label]
-        method = runs[0]["method"]
-        paper_row = paper.lookup(method) if paper and not runs[0].get("overrides") else None
+        paper_row = paper.lookup_labels(paper_labels(paper.name, runs[0])) if paper else None
         row: dict[str, Any] = {"method": label, "seeds": len(runs)}
         for name, column in columns:
             values = [r["metrics"][group.split][name]["acc"] for r in runs if name in r["metrics"][group.split]]
             mean, std = _mean_std(values) if values else (float("nan"), float("nan"))
             row[column] = mean
             row[f"{column}_std"] = std
-            row[f"{column}_paper"] = paper_row.get(column) if paper_row else None
+            row[f"{column}_paper"] = paper_row.get(paper.column_for(column, group.data)) if paper and paper_row else None
         steps = [r["timing"]["step_s_median"] for r in runs if r.get("timing")]
         row["step_ms"] = 1000 * statistics.median(steps) if steps else None
         row["params_added"] = runs[0].get("params", {}).get("added")
