@@ -103,6 +103,8 @@ def test_tables_average_seeds_and_stand_beside_the_paper(tmp_path):
     assert "| mola_grad [method.rank=8] | 1 | 70.00 ± 0.00 |" in md
     assert "uniform" not in md
     assert md.index("| hps |") < md.index("| mola_grad |")
+    tex = (tmp_path / "tables" / "e__medmnist__val.tex").read_text()
+    assert r"hps & 82.00 $\pm$ 2.83 (87.82) & 91.00 $\pm$ 1.41 (80.45)" in tex and r"mola\_grad" in tex
 
 
 def test_tables_without_records_fail_clearly(tmp_path, capsys):

@@ -4,7 +4,7 @@ Records are grouped into one table per (experiment, dataset, model-selection pro
 Rows are methods (plus any sweep overrides, e.g. ``mola_router [method.rank=4]``), columns
 the tasks and ``Avg``; a cell is the mean ± std over seeds of the reported split's accuracy.
 When the dataset (or the experiment's name) matches a table of the paper, the paper's number
-stands beside ours. Each table is written as Markdown and CSV under ``results/tables/``.
+stands beside ours. Each table is written as Markdown, CSV and LaTeX under ``results/tables/``.
 """
 
 from __future__ import annotations
@@ -108,16 +108,35 @@ def to_markdown(group: Group, frame: pd.DataFrame) -> str:
         "|---|---|" + "---|" * len(columns) + "---|---|",
     ]
     for _, row in frame.iterrows():
-        cells = []
-        for column in columns:
-            cell = f"{row[column]:.2f} ± {row[f'{column}_std']:.2f}"
-            if row[f"{column}_paper"] is not None and not pd.isna(row[f"{column}_paper"]):
-                cell += f" ({row[f'{column}_paper']:.2f})"
-            cells.append(cell)
+        cells = [_cell(row, column) for column in columns]
         added = "" if pd.isna(row["params_added"]) else f"{int(row['params_added']):,}"
         step = "" if row["step_ms"] is None or pd.isna(row["step_ms"]) else f"{row['step_ms']:.0f}"
         lines.append(f"| {row['method']} | {row['seeds']} | " + " | ".join(cells) + f" | {added} | {step} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    cell = f"{row[column]:.2f} ± {row[f'{column}_std']:.2f}"
+    paper = row[f"{column}_paper"]
+    return cell if paper is None or pd.isna(paper) else f"{cell} ({paper:.2f})"
+
+
+def to_latex(group: Group, frame: pd.DataFrame) -> str:
+    columns = [t.get("column") or t["name"] for t in group.tasks] + ["Avg"]
+    def escape(text: str) -> str:
+        return text.replace("_", r"\_").replace("±", r"$\pm$").replace("&", r"\&")
+
+    lines = [
+        r"\begin{tabular}{l" + "c" * len(columns) + "}",
+        r"\toprule",
+        "Method & " + " & ".join(escape(c) for c in columns) + r" \\",
+        r"\midrule",
+    ]
+    for _, row in frame.iterrows():
+        lines.append(escape(str(row["method"])) + " & " + " & ".join(escape(_cell(row, c)) for c in columns) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    caption = f"% {group.experiment}, data {group.data}, selection {group.protocol}: {group.split} accuracy (%), mean ± std over seeds (paper)"
+    return caption + "\n" + "\n".join(lines) + "\n"
 
 
 def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
@@ -131,7 +150,8 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
         markdown = to_markdown(group, frame)
         _write_text(out_dir / f"{stem}.md", markdown)
         _write_text(out_dir / f"{stem}.csv", frame.to_csv(index=False, float_format="%.4f"))
-        written += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv"]
+        _write_text(out_dir / f"{stem}.tex", to_latex(group, frame))
+        written += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
         index.append(markdown)
     _write_text(out_dir / "README.md", "\n".join(index))
     return written
