@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from molabench.report.tables import main as tables_main
 
@@ -43,7 +44,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: st
 
 @pytest.mark.slow
 def test_smoke_run_writes_a_complete_record_and_is_deterministic(tmp_path):
-    first = train(*SMOKE, "seed=3", "run_id=a", results=tmp_path)
+    first = train(*SMOKE, "seed=3", "run_id=a", "trainer.checkpoint=true", results=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "avg" in first.stdout and "test acc" in first.stdout
     second = train(*SMOKE, "seed=3", "run_id=b", results=tmp_path)
@@ -59,6 +60,8 @@ def test_smoke_run_writes_a_complete_record_and_is_deterministic(tmp_path):
     assert a["timing"]["step_s_median"] > 0 and a["timing"]["samples_per_s"] > 0
     assert a["env"]["torch"] and a["env"]["device"] == "cpu"
     assert a["config"]["trainer"]["epochs"] == 2 and len(a["history"]) == 2
+    state = torch.load(tmp_path / "runs" / "shapes" / "a" / "model.pt", weights_only=True)
+    assert "arch.encoder.conv1.weight" in state and not list((tmp_path / "runs").rglob("*.tmp"))
 
 
 @pytest.mark.slow

@@ -112,7 +112,10 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
         )
         logger.finish({"test/avg/acc": result.metrics.get("test", {}).get("avg", {}).get("acc")})
         if cfg["trainer"].get("checkpoint"):
-            torch.save(algorithm.state_dict(), run_dir / "model.pt")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            partial = run_dir / ".model.pt.tmp"
+            torch.save(algorithm.state_dict(), partial)
+            partial.replace(run_dir / "model.pt")  # atomic: a checkpoint is whole or absent
     except MolabenchError as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
