@@ -1,0 +1,161 @@
+"""The paper's analysis figures (Figs. 3–6) from trained runs.
+
+    python scripts/analysis.py --run results/runs/<experiment>/<run-id> [--baseline <hps run>]
+    python scripts/analysis.py --params-only
+
+A run needs ``model.pt`` beside its record (train with ``trainer.checkpoint=true``). Figures go to
+``results/figures/<run-id>/``:
+
+- ``fig3_pc_ratio.png``   principal-component ratio K/R per conv layer (MoLA's W0 + dW_e vs W0; and
+                          the baseline's W0 when ``--baseline`` is given)
+- ``fig4_spectra.png``    singular values of W0 and of every W0 + dW_e for the deepest adapted layers
+- ``fig5_params.png``     parameters vs number of tasks (no run needed)
+- ``fig6_router.png``     2-D PCA of the router embedding omega, coloured by task (MoLA-Router runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from molabench.data import build_data
+from molabench.engine.algorithm import backbone_factory, build_algorithm
+from molabench.errors import MolabenchError
+from molabench.report import analysis
+
+
+def load_run(run: Path) -> tuple[dict, object, object]:
+    record = json.loads((run / "record.json").read_text())
+    checkpoint = run / "model.pt"
+    if not checkpoint.is_file():
+        raise MolabenchError(f"{checkpoint} not found: train the run with trainer.checkpoint=true")
+    config = record["config"]
+    data = build_data(config["data"])
+    algorithm = build_algorithm(config["method"], config["backbone"], data)
+    algorithm.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return record, algorithm, data
+
+
+def save(fig: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(partial, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    partial.replace(path)
+    print(f"wrote {path}")
+
+
+def fig3(algorithm: object, baseline: object | None, out: Path) -> None:
+    ratios = analysis.pc_ratios(algorithm.arch)
+    names = list(ratios)
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.45), 3.5))
+    x = torch.arange(len(names)).float()
+    w0 = [ratios[n]["W0"] for n in names]
+    merged = [sum(v for k, v in ratios[n].items() if k != "W0") / max(1, len(ratios[n]) - 1) if len(ratios[n]) > 1 else float("nan") for n in names]
+    ax.bar(x - 0.27, w0, 0.27, label="W0 (this run)")
+    ax.bar(x, merged, 0.27, label="W0 + dW_e (mean over adapters)")
+    if baseline is not None:
+        base = analysis.pc_ratios(baseline.arch)
+        ax.bar(x + 0.27, [base.get(n, {}).get("W0", float("nan")) for n in names], 0.27, label="baseline W0")
+    ax.set_xticks(x.tolist(), [n.replace("encoder.", "") for n in names], rotation=90, fontsize=7)
+    ax.set_ylabel("K / R (99% of singular mass)")
+    ax.set_title("Principal-component ratio per layer (Fig. 3)")
+    ax.legend(fontsize=7)
+    save(fig, out / "fig3_pc_ratio.png")
+
+
+def fig4(algorithm: object, out: Path, layers: int = 3) -> None:
+    spectra = analysis.layer_spectra(algorithm.arch)
+    if not spectra:
+        print("no adapted layers: skipping fig4")
+        return
+    chosen = list(spectra)[-layers:]
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], chosen, strict=True):
+        for label, values in spectra[name].items():
+            ax.plot(values.numpy(), label=label, lw=2 if label == "W0" else 0.8)
+        ax.set_yscale("log")
+        ax.set_title(name.replace("encoder.", ""), fontsize=8)
+        ax.set_xlabel("index")
+    axes[0][0].set_ylabel("singular value")
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle("Singular values of W0 and W0 + dW_e (Fig. 4)")
+    save(fig, out / "fig4_spectra.png")
+
+
+def fig5(out: Path) -> None:
+    from molabench.architectures import ARCHITECTURES, load_all
+
+    load_all()
+    counts = [2, 4, 6, 9]
+    backbone = backbone_factory({"name": "resnet18"}, _FakeData())
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, kwargs in [("hps", {}), ("single_task", {}), ("mola_grad", {"rank": 4}), ("mola_router", {"rank": 4, "router": "authors"})]:
+        params = analysis.parameter_counts(
+            lambda tasks, name=name, kwargs=kwargs: ARCHITECTURES.build(name, tasks=tasks, setting="multi_input", backbone=backbone, **kwargs),
+            counts,
+        )
+        ax.plot(counts, [p / 1e6 for p in params], marker="o", label=name)
+    ax.set_xlabel("number of tasks T")
+    ax.set_ylabel("parameters (M), ResNet-18")
+    ax.set_title("Parameters vs number of tasks (Fig. 5)")
+    ax.legend(fontsize=7)
+    save(fig, out / "fig5_params.png")
+
+
+class _FakeData:
+    """Just what ``backbone_factory`` reads: RGB 28x28 inputs."""
+
+    in_channels = 3
+    image_size = (28, 28)
+
+
+def fig6(algorithm: object, data: object, out: Path) -> None:
+    omega, tasks = analysis.router_embeddings(algorithm, data)
+    centred = omega - omega.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    xy = centred @ v[:2].T
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for t, spec in enumerate(data.tasks):
+        keep = tasks == t
+        ax.scatter(xy[keep, 0], xy[keep, 1], s=4, alpha=0.6, label=spec.display)
+    ax.set_title("Router embedding omega, 2-D PCA (Fig. 6)")
+    ax.legend(fontsize=7, markerscale=3)
+    save(fig, out / "fig6_router.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="a run folder holding record.json and model.pt")
+    parser.add_argument("--baseline", type=Path, help="an HPS run to compare principal-component ratios with")
+    parser.add_argument("--params-only", action="store_true", help="only the parameter-count figure")
+    parser.add_argument("--out", type=Path, default=Path("results/figures"))
+    args = parser.parse_args(argv)
+    try:
+        if args.params_only or args.run is None:
+            fig5(args.out)
+            return 0
+        record, algorithm, data = load_run(args.run)
+        out = args.out / record["run_id"]
+        baseline = load_run(args.baseline)[1] if args.baseline else None
+        fig3(algorithm, baseline, out)
+        fig4(algorithm, out)
+        fig5(out)
+        if record["method"] == "mola_router":
+            fig6(algorithm, data, out)
+    except MolabenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

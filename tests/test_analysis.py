@@ -1,0 +1,79 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from molabench.engine.algorithm import build_algorithm
+from molabench.report import analysis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_principal_component_ratio():
+    assert analysis.principal_component_ratio(torch.outer(torch.arange(1.0, 9), torch.ones(5))) == pytest.approx(1 / 5)
+    assert analysis.principal_component_ratio(torch.eye(10)) == 1.0
+    # singular values 8, 1, 1 (sum 10): 99% needs all three; 80% needs the first one only
+    w = torch.diag(torch.tensor([8.0, 1.0, 1.0]))
+    assert analysis.principal_component_ratio(w) == 1.0
+    assert analysis.principal_component_ratio(w, alpha=0.8) == pytest.approx(1 / 3)
+    conv = torch.randn(4, 2, 3, 3)
+    assert analysis.singular_values(conv).shape == (4,)
+
+
+ROUTER = {
+    "name": "mola_router",
+    "architecture": {"name": "mola_router", "rank": 2, "stages": ["layer3", "layer4"], "router": "light"},
+    "weighting": {"name": "ew"},
+    "penalties": {"twd": {"weight": 0.1, "omega_dim": 8}},
+}
+
+
+def test_spectra_ratios_and_router_embeddings(tiny_shapes):
+    torch.manual_seed(0)
+    algorithm = build_algorithm(ROUTER, {"name": "resnet18"}, tiny_shapes)
+    layers = analysis.adapted_layers(algorithm.arch)
+    assert layers
+    for layer in layers.values():
+        torch.nn.init.normal_(layer.lora_B)
+    spectra = analysis.layer_spectra(algorithm.arch)
+    name = next(iter(spectra))
+    assert set(spectra[name]) == {"W0", "W0+dW_0", "W0+dW_1", "W0+dW_2", "W0+dW_3"}
+    assert not torch.allclose(spectra[name]["W0"], spectra[name]["W0+dW_0"])
+    ratios = analysis.pc_ratios(algorithm.arch)
+    assert "encoder.layer1.0.conv1" in ratios and 0 < ratios[name]["W0"] <= 1 and len(ratios[name]) == 5
+    omega, tasks = analysis.router_embeddings(algorithm, tiny_shapes, limit=20)
+    assert omega.shape == (20, 8) and torch.allclose(omega.norm(dim=1), torch.ones(20), atol=1e-5)
+    assert tasks.shape == (20,)
+
+
+def test_parameter_counts_grow_with_tasks():
+    from molabench.architectures import ARCHITECTURES, load_all
+    from molabench.models.backbones import build_backbone
+
+    load_all()
+    counts = analysis.parameter_counts(
+        lambda tasks: ARCHITECTURES.build("single_task", tasks=tasks, setting="multi_input", backbone=lambda: build_backbone("resnet18")),
+        [1, 2],
+    )
+    assert counts[1] == 2 * counts[0]
+
+
+@pytest.mark.slow
+def test_analysis_script_writes_the_figures(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "molabench.train", "method=mola_router", "method.router=light", "trainer=smoke",
+         "trainer.checkpoint=true", "data.n_train=16", "data.n_val=8", "data.n_test=8", "data.image_size=16",
+         "run_id=r", f"results_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    spec = importlib.util.spec_from_file_location("analysis_script", ROOT / "scripts" / "analysis.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--run", str(tmp_path / "runs" / "shapes" / "r"), "--out", str(tmp_path / "figures")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "figures" / "r").glob("*.png"))
+    assert pngs == ["fig3_pc_ratio.png", "fig4_spectra.png", "fig5_params.png", "fig6_router.png"]
