@@ -38,12 +38,6 @@ def _resolve_device(name: str) -> Any:
     return torch.device(name)
 
 
-def _sweep_overrides(task_overrides: list[str]) -> list[str]:
-    """The overrides that distinguish this run within its method (e.g. ``method.rank=4``)."""
-    ignored = ("seed=", "method=", "data=", "experiment=", "results_dir=", "logger", "device=", "run_id=", "hydra")
-    return sorted(o for o in task_overrides if not o.startswith(ignored))
-
-
 def _seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -62,7 +56,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
     from molabench.engine.trainer import fit
     from molabench.errors import MolabenchError
     from molabench.loggers import build_logger
-    from molabench.report.records import RECORD_NAME, environment, write_json_atomic
+    from molabench.report.records import RECORD_NAME, environment, variant_overrides, write_json_atomic
 
     method, seed = cfg["method"]["name"], int(cfg["seed"])
     run_id = cfg.get("run_id") or f"{method}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -73,7 +67,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
         "method": method,
         "data": cfg["data"]["name"],
         "seed": seed,
-        "overrides": _sweep_overrides(task_overrides),
+        "overrides": variant_overrides(task_overrides),
         "status": "running",
         "config": dict(cfg),
     }

@@ -77,7 +77,9 @@ def paper_labels(table: str, record: dict[str, Any]) -> tuple[str, ...]:
         sharing = "Shared" if knobs.get("router_sharing", "shared") == "shared" else "Non-shared"
         blocks = "+".join(str(int(s[-1]) - 1) for s in knobs.get("stages") or [] if str(s).startswith("layer"))
         return (f"{data}:{sharing} ({blocks})",)
-    if record.get("overrides"):
+    from molabench.report.records import variant_overrides
+
+    if variant_overrides(record.get("overrides") or []):
         return ()  # a variant of the method: not the paper's row
     return PAPER_LABELS.get(method, (method,))
 

@@ -78,6 +78,19 @@ def environment(device: torch.device | str) -> dict[str, Any]:
     }
 
 
+# Overrides that choose *which* runs happen rather than *how* a method is configured: they never
+# distinguish rows of a table.
+_NON_VARIANT_PREFIXES = (
+    "seed=", "method=", "data=", "experiment=", "results_dir=", "logger", "device=", "run_id=", "hydra", "+sweep=", "sweep=",
+    "trainer.threads=", "trainer.progress=", "trainer.checkpoint=", "data.root=",
+)
+
+
+def variant_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that make a run a variant of its method (e.g. ``method.rank=4``), sorted."""
+    return sorted(o for o in overrides if not o.startswith(_NON_VARIANT_PREFIXES))
+
+
 def iter_records(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every readable record under ``root``; unreadable files are reported, not hidden."""
     for path in sorted(root.rglob(RECORD_NAME)):

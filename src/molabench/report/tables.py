@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from molabench.report.paper import PAPER_LABELS, PaperTable, available_tables, load_table, paper_labels
-from molabench.report.records import iter_records
+from molabench.report.records import iter_records, variant_overrides
 
 METHOD_ORDER = list(PAPER_LABELS)
 
@@ -38,7 +38,7 @@ class Group:
 
 
 def row_label(record: dict[str, Any]) -> str:
-    overrides = record.get("overrides") or []
+    overrides = variant_overrides(record.get("overrides") or [])
     return record["method"] + (f" [{', '.join(overrides)}]" if overrides else "")
 
 
