@@ -75,3 +75,12 @@ def test_uniform_uses_no_task_information():
 def test_uniform_in_the_domain_setting_shares_one_label_set():
     arch = make("uniform", setting="domain", tasks=[TaskSpec("d1", 4), TaskSpec("d2", 4)])
     assert arch.head.out_features == 4 and arch.target(1, torch.tensor([2])).tolist() == [2]
+
+
+def test_single_task_skips_a_task_with_one_training_sample():
+    arch = make("single_task").train()
+    x, task = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 1, 1])
+    fwd = arch(x, task)
+    assert fwd.outputs[0] is None and fwd.groups[0] is None
+    assert fwd.outputs[1].shape == (3, 5)
+    assert arch.eval()(x, task).outputs[0].shape == (1, 3)

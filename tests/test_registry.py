@@ -24,3 +24,17 @@ def test_double_registration_is_a_bug():
     reg.register("a")(lambda: 1)
     with pytest.raises(ValueError):
         reg.register("a")(lambda: 2)
+
+
+def test_package_registries_list_every_module_on_first_lookup():
+    # a fresh interpreter: nothing imported the method modules before the lookup
+    import subprocess
+    import sys
+
+    code = (
+        "from molabench.weighting import WEIGHTINGS\n"
+        "from molabench.architectures import ARCHITECTURES\n"
+        "assert 'pcgrad' in WEIGHTINGS and len(WEIGHTINGS.names()) >= 15, WEIGHTINGS.names()\n"
+        "assert ARCHITECTURES.get('hps') is not None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -53,6 +54,9 @@ def test_records_are_atomic_and_json_safe(tmp_path):
     write_json_atomic(path, {"x": float("nan"), "y": [1.0, float("inf")]})
     assert json.loads(path.read_text()) == {"x": None, "y": [1.0, None]}
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
     class Boom:
         pass
@@ -91,16 +95,20 @@ def test_tables_average_seeds_and_stand_beside_the_paper(tmp_path):
             _record("hps", 1, [84.0, 92.0]),
             _record("mola_grad", 0, [88.0, 80.0]),
             _record("mola_grad", 0, [70.0, 70.0], overrides=["method.rank=8"]),
+            _record("mola_grad", 0, [60.0, 60.0], overrides=["trainer.epochs=5"]),
             {**_record("uniform", 0, [1.0, 1.0]), "status": "failed"},
         ]
     ):
         write_json_atomic(runs / str(i) / "record.json", rec)
-    assert len(list(iter_records(tmp_path / "runs"))) == 5
+    assert len(list(iter_records(tmp_path / "runs"))) == 6
     assert tables_main(["--results", str(tmp_path)]) == 0
     md = (tmp_path / "tables" / "e__medmnist__val.md").read_text()
-    assert "| hps | 2 | 82.00 ± 2.83 (87.82) | 91.00 ± 1.41 (80.45) |" in md
+    # two of Table 4's nine tasks: the paper's Avg beside ours is the mean of its Breast and Chest
+    assert "| hps | 2 | 82.00 ± 2.83 (87.82) | 91.00 ± 1.41 (80.45) | 86.50 ± 2.12 (84.13) |" in md
     assert "| mola_grad | 1 | 88.00 ± 0.00 (87.82) |" in md
     assert "| mola_grad [method.rank=8] | 1 | 70.00 ± 0.00 |" in md
+    # a shorter training recipe is still the paper's method: its row stands beside the paper
+    assert "| mola_grad [trainer.epochs=5] | 1 | 60.00 ± 0.00 (87.82) |" in md
     assert "uniform" not in md
     assert md.index("| hps |") < md.index("| mola_grad |")
     tex = (tmp_path / "tables" / "e__medmnist__val.tex").read_text()
@@ -150,3 +158,14 @@ def test_ablation_sweeps_fill_the_papers_ablation_tables(tmp_path):
     assert "50.00 ± 0.00 (87.33) | 50.00 ± 0.00 (64.63) | 50.00 ± 0.00 (69.93) | 50.00 ± 0.00 (76.50) | 50.00 ± 0.00 (74.60)" in experts
     backbone = (tmp_path / "tables" / "table8_backbone__vlcs__paper.md").read_text()
     assert "(92.37)" in backbone and "(89.40)" in backbone
+
+
+def test_table_index_keeps_tables_whose_records_are_elsewhere(tmp_path):
+    # first results folder: experiment "a"; second: experiment "b", written into the same tables folder
+    out = tmp_path / "tables"
+    for name in ("a", "b"):
+        write_json_atomic(tmp_path / name / "runs" / name / "0" / "record.json", _record("hps", 0, [80.0, 90.0], experiment=name))
+        assert tables_main(["--results", str(tmp_path / name), "--out", str(out)]) == 0
+    index = (out / "README.md").read_text()
+    assert "## a — data `medmnist`" in index and "## b — data `medmnist`" in index
+    assert index.index("## a —") < index.index("## b —")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -17,11 +19,25 @@ class Registry(Generic[T]):
     >>> BACKBONES = Registry("backbone")
     >>> @BACKBONES.register("resnet18")
     ... def resnet18(**kw): ...
+
+    With ``package``, the first lookup imports every module of that package (except ``base``),
+    so that one module per component registers itself and no list of names is kept by hand.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
+        self.package = package
         self._builders: dict[str, Callable[..., T]] = {}
+        self._populated = package is None
+
+    def populate(self) -> None:
+        """Import the modules of ``package`` (once)."""
+        if self._populated or self.package is None:
+            return
+        for info in pkgutil.iter_modules(importlib.import_module(self.package).__path__):
+            if info.name != "base":
+                importlib.import_module(f"{self.package}.{info.name}")
+        self._populated = True  # only after every import succeeded: a broken module fails every lookup, loudly
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(builder: Callable[..., T]) -> Callable[..., T]:
@@ -33,6 +49,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> Callable[..., T]:
+        self.populate()
         try:
             return self._builders[name]
         except KeyError:
@@ -46,10 +63,12 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
+        self.populate()
         return sorted(self._builders)
 
     def __contains__(self, name: object) -> bool:
+        self.populate()
         return name in self._builders
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._builders))
+        return iter(self.names())

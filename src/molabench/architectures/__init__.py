@@ -6,20 +6,15 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from molabench.architectures.base import Architecture, Forward, task_groups
 from molabench.registry import Registry
 
-ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+ARCHITECTURES: Registry[Architecture] = Registry("architecture", package=__name__)
 
 
 def load_all() -> None:
-    """Import every module of this package so that each registers its architectures."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Import every module of this package so that each registers itself."""
+    ARCHITECTURES.populate()
 
 
 __all__ = ["ARCHITECTURES", "Architecture", "Forward", "load_all", "task_groups"]

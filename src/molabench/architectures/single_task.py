@@ -26,6 +26,10 @@ class SingleTask(Architecture):
 
     def forward(self, x: Tensor, task: Tensor) -> Forward:
         groups = task_groups(task, self.num_tasks, self.setting)
+        if self.training:
+            # A task's own BatchNorm cannot normalise one sample; like drop_last, that task sits
+            # out this step (a mixed batch brings a small task a single sample now and then).
+            groups = [None if idx is not None and idx.numel() < 2 else idx for idx in groups]
         outputs: list[Tensor | None] = []
         for encoder, head, idx in zip(self.encoders, self.heads, groups, strict=True):
             outputs.append(None if idx is None else head(encoder(x[idx])))

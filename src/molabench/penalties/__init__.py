@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from molabench.penalties.base import Penalty, PenaltyContext
 from molabench.registry import Registry
 
-PENALTIES: Registry[Penalty] = Registry("penalty")
+PENALTIES: Registry[Penalty] = Registry("penalty", package=__name__)
 
 
 def load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Import every module of this package so that each registers itself."""
+    PENALTIES.populate()
 
 
 __all__ = ["PENALTIES", "Penalty", "PenaltyContext", "load_all"]

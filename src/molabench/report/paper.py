@@ -53,6 +53,9 @@ DOMAIN_ORDER = {"vlcs": ["V", "L", "C", "S"], "officehome": ["P", "A", "C", "R"]
 _SHORT = {"mola_router": "Router", "mola_grad": "Grad", "hps": "HPS"}
 
 
+_RECIPE_PREFIXES = ("trainer.", "data.protocol.")
+
+
 def paper_labels(table: str, record: dict[str, Any]) -> tuple[str, ...]:
     """The paper's row label(s) for a run: the method's name in the main tables, its setting in the ablations.
 
@@ -79,8 +82,10 @@ def paper_labels(table: str, record: dict[str, Any]) -> tuple[str, ...]:
         return (f"{data}:{sharing} ({blocks})",)
     from molabench.report.records import variant_overrides
 
-    if variant_overrides(record.get("overrides") or []):
-        return ()  # a variant of the method: not the paper's row
+    # A variant of the method (``method.rank=8``) is not the paper's row; a different training
+    # recipe (``trainer.epochs=5``, another optimiser) still is, and its row label says so.
+    if any(not o.startswith(_RECIPE_PREFIXES) for o in variant_overrides(record.get("overrides") or [])):
+        return ()
     return PAPER_LABELS.get(method, (method,))
 
 

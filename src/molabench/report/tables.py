@@ -89,11 +89,24 @@ def build_frame(group: Group) -> pd.DataFrame:
             row[column] = mean
             row[f"{column}_std"] = std
             row[f"{column}_paper"] = paper_row.get(paper.column_for(column, group.data)) if paper and paper_row else None
+        if paper and paper_row:
+            row["Avg_paper"] = _paper_average(paper, paper_row, [row[f"{c}_paper"] for _, c in columns[:-1]], [c for _, c in columns[:-1]], group.data)
         steps = [r["timing"]["step_s_median"] for r in runs if r.get("timing")]
         row["step_ms"] = 1000 * statistics.median(steps) if steps else None
         row["params_added"] = runs[0].get("params", {}).get("added")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _paper_average(paper: PaperTable, paper_row: dict[str, float | None], values: list[float | None], task_columns: list[str], data: str) -> float | None:
+    """The paper's Avg when we ran all of its tasks, else the mean of its numbers for the tasks we ran.
+
+    (A 3-task MedMNIST run beside Table 4's 9-task average would compare different things.)
+    """
+    ours = {paper.column_for(c, data) for c in task_columns}
+    if ours == {c for c in paper.columns if c != "Avg"}:
+        return paper_row.get("Avg")
+    return statistics.fmean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
 
 
 def to_markdown(group: Group, frame: pd.DataFrame) -> str:
@@ -140,19 +153,21 @@ def to_latex(group: Group, frame: pd.DataFrame) -> str:
 
 
 def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
+    """One ``.md``/``.csv``/``.tex`` per (experiment, data, protocol) found under ``runs_dir``,
+    then ``README.md``: every table in ``out_dir``, including those written earlier from records
+    that are not here now (a table disappears from the index only when its files are deleted)."""
     groups = collect(record for _, record in iter_records(runs_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    index = ["# Results", "", f"Generated from the run records under `{runs_dir}`.", ""]
     for group in sorted(groups, key=lambda g: (g.experiment, g.data, g.protocol)):
         frame = build_frame(group)
         stem = f"{group.experiment}__{group.data}__{group.protocol}".replace("/", "_")
-        markdown = to_markdown(group, frame)
-        _write_text(out_dir / f"{stem}.md", markdown)
+        _write_text(out_dir / f"{stem}.md", to_markdown(group, frame))
         _write_text(out_dir / f"{stem}.csv", frame.to_csv(index=False, float_format="%.4f"))
         _write_text(out_dir / f"{stem}.tex", to_latex(group, frame))
         written += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
-        index.append(markdown)
+    index = ["# Results", "", f"Generated from the run records under `{runs_dir}`.", ""]
+    index += [path.read_text() for path in sorted(out_dir.glob("*.md")) if path.name != "README.md"]
     _write_text(out_dir / "README.md", "\n".join(index))
     return written
 

@@ -5,24 +5,20 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 from molabench.registry import Registry
 from molabench.weighting.base import LossWeighting, StepContext, Weighting
 
-WEIGHTINGS: Registry[Weighting] = Registry("weighting")
+WEIGHTINGS: Registry[Weighting] = Registry("weighting", package=__name__)
 
 
 def load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Import every module of this package so that each registers itself."""
+    WEIGHTINGS.populate()
 
 
 def build(name: str, **hparams: Any) -> Weighting:
-    load_all()
     return WEIGHTINGS.build(name, **hparams)
 
 

@@ -13,6 +13,10 @@ and ``d = sum_i g_i^GV``. beta = 0.01 (paper). Whole-model granularity (LibMTL's
 paper also studies per-layer groups). As in PCGrad, the ``g_i^GV`` are tracked as coefficients
 over the original gradients, so only the Gramian is needed. Stateful: ``phihat`` is a buffer
 (saved in checkpoints) indexed by global task id, so absent tasks keep their targets.
+
+Not torchjd's ``GradVacWeighting``: it keys ``phihat`` by a task's *position* in the Gramian,
+so in a mixed batch where a task is absent, the targets of the remaining tasks shift onto the
+wrong pairs; and its default beta is 0.5 rather than the paper's 0.01.
 """
 
 from __future__ import annotations

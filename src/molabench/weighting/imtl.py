@@ -10,6 +10,10 @@ onto every unit gradient ``u_t = g_t/|g_t|`` are equal. With ``D`` the rows ``g_
 computed from the Gramian (``g_a . u_b = M_ab / |g_b|``). IMTL-L (``loss_scaling: true``)
 first replaces each loss by ``e^{s_t} L_t - s_t`` with learnable ``s_t`` (init 0, trained by the
 model's optimiser). ``loss_scaling: false`` gives IMTL-G alone.
+
+The IMTL-G weights come from torchjd's ``IMTLGWeighting`` (pinned in pyproject.toml):
+``alpha = M^+ n / (1^T M^+ n)`` with ``n_t = |g_t|``, the same point as the closed form above when
+the gradients are linearly independent, and still defined (via the pseudo-inverse) when they are not.
 """
 
 from __future__ import annotations
@@ -17,26 +21,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from molabench.weighting.gradient import GramianWeighting, unit_rows
+from molabench.weighting.gradient import GramianWeighting
 from molabench.weighting.registration import register, require_num_tasks
-
-
-def imtl_g_weights(M: Tensor) -> Tensor:
-    T = M.shape[0]
-    if T == 1:
-        return torch.ones(1, dtype=M.dtype)
-    n = unit_rows(M)
-    GU = M / n  # GU[a, b] = g_a . u_b
-    g1U = GU[0, 0] - GU[0, 1:]  # g_1 . (u_1 - u_t)
-    DU = GU[0, 0] - GU[0, 1:][None, :] - GU[1:, 0][:, None] + GU[1:, 1:]  # (g_1 - g_i) . (u_1 - u_j)
-    rest = torch.linalg.lstsq(DU.T, g1U[:, None]).solution.flatten()  # solves x DU = g1U
-    return torch.cat([1 - rest.sum(0, keepdim=True), rest])
 
 
 @register("imtl")
 class IMTL(GramianWeighting):
     def __init__(self, num_tasks: int | None = None, loss_scaling: bool = True, grad_mode: str = "auto") -> None:
         super().__init__(grad_mode)
+        from torchjd.aggregation import IMTLGWeighting  # imported on use: torchjd takes seconds to load
+
+        self._imtl_g = IMTLGWeighting()
         self.log_scale = nn.Parameter(torch.zeros(require_num_tasks("imtl", num_tasks))) if loss_scaling else None
 
     def scale_losses(self, losses: Tensor, tasks: Tensor) -> Tensor:
@@ -46,4 +41,4 @@ class IMTL(GramianWeighting):
         return torch.exp(s) * losses - s
 
     def weights_from_gramian(self, M: Tensor, tasks: Tensor, losses: Tensor | None) -> Tensor:
-        return imtl_g_weights(M.cpu())
+        return self._imtl_g(M.cpu())
