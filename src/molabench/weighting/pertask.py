@@ -366,14 +366,15 @@ def _reuse(buffer: dict[str, Tensor] | None, shape: tuple[int, int], like: Tenso
     return old
 
 
-def gramian(G: Tensor, chunk: int = 1 << 12) -> Tensor:
-    """``M = G G^T`` as a float64 sum of float32 products over short column chunks.
+def gramian(G: Tensor, chunk: int = 1 << 16) -> Tensor:
+    """``M = G G^T`` as a float64 sum of float32 products over column chunks.
 
-    One float32 GEMM over P ~ 10^7 columns (or over 6.5e4-column chunks) rounds at ~1e-6 relative
-    to ``max diag M``, enough to flip the sign of a small off-diagonal entry that PCGrad, GradVac
-    or MGDA decide on. Rounding grows with the length of each float32 sum, so short chunks summed in
-    float64 keep it near 1e-8. Casting every chunk to float64 instead is exact but costs twice the
-    time (T=9, P=1.1e7, one thread: 137 ms against 92 ms), too much beside a ~400 ms step.
+    One float32 GEMM over all P ~ 10^7 columns would accumulate rounding over P terms; chunks of
+    ``c`` columns summed in float64 bound it to the rounding of a c-term dot product, typically
+    ``sqrt(c) u sqrt(M_ii M_jj)`` (u = 2^-24), ~1e-6 of the diagonal for c = 2^16. G itself comes
+    out of float32 backprop with rounding of that order, so a more exact product buys nothing,
+    and it costs: float64 chunks take twice the time, 4k-column chunks add per-call overhead that
+    shows at T = 3 (measured in ``scripts/bench_weighting.py``).
     """
     M = G.new_zeros((G.shape[0], G.shape[0]), dtype=torch.float64)
     for block in G.split(chunk, dim=1):
