@@ -144,3 +144,20 @@ def test_every_method_config_completes_a_smoke_run(tmp_path):
     assert sorted(r["method"] for r in runs) == methods
     failed = {r["method"]: r.get("error") for r in runs if r["status"] != "complete"}
     assert not failed
+
+
+@pytest.mark.slow
+def test_a_skipped_image_is_one_warning_line_and_kept_in_the_record(tmp_path):
+    from tests.test_data_folder import domainbed
+
+    root = tmp_path / "pacs" / "PACS"
+    files = domainbed(root, "pacs", per_class=6)
+    files[0].write_bytes(b"not a jpeg")
+    proc = train("data=pacs", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=16", "trainer=smoke", results=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert any("skipped 1 unreadable image" in line and str(files[0]) in line for line in warned), proc.stderr
+    assert "UserWarning" not in proc.stderr  # no Python warning boilerplate
+    (record,) = records(tmp_path)
+    assert record["status"] == "complete"
+    assert any("skipped 1 unreadable image" in w for w in record["warnings"])

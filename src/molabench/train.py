@@ -12,7 +12,9 @@ import random
 import secrets
 import sys
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,26 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_MAX_RECORDED_WARNINGS = 50
+
+
+@contextmanager
+def _warnings_into(record: dict[str, Any]) -> Iterator[None]:
+    """Show each warning of a run (skipped images, an md5 mismatch, ...) as one ``warning:`` line
+    and keep it in the record, so what a run silently worked around can be read back later."""
+    kept: list[str] = record.setdefault("warnings", [])
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        text = str(message) if category is UserWarning else f"{category.__name__}: {message}"
+        print(f"warning: {text}", file=sys.stderr)
+        if len(kept) < _MAX_RECORDED_WARNINGS:
+            kept.append(text)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -> dict[str, Any]:
     """Train one configuration and write its record; returns the record."""
     import torch
@@ -72,55 +94,56 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
         "config": dict(cfg),
     }
     started = time.time()
-    try:
-        if cfg["trainer"].get("threads"):
-            torch.set_num_threads(int(cfg["trainer"]["threads"]))
-        elif parallel_job:
-            torch.set_num_threads(1)  # parallel jobs share the cores: one thread each
-        device = _resolve_device(str(cfg.get("device", "auto")))
-        _seed_everything(seed)
-        data = build_data(cfg["data"])
-        record["data"] = data.name
-        record["tasks"] = [{"name": t.name, "column": t.display, "num_classes": t.num_classes, "kind": t.kind} for t in data.tasks]
-        record["setting"] = data.setting
-        _seed_everything(seed)
-        algorithm = build_algorithm(cfg["method"], cfg["backbone"], data)
-        hps_total = _count(build_architecture({"architecture": {"name": "hps"}}, cfg["backbone"], data).parameters())
-        total = _count(algorithm.parameters())
-        params = {"total": total, "trainable": _count(algorithm.trainable_parameters()), "added": total - hps_total, "hps_total": hps_total}
-        params["penalties"] = _count(algorithm.penalties.parameters())
-        counts = getattr(algorithm.arch, "param_groups_count", None)  # e.g. MoLA: adapter / router counts
-        if callable(counts):
-            params.update(counts())
-        record["params"] = params
-        logger = build_logger(cfg["logger"], cfg, run_id, str(run_dir))
-        progress = cfg["trainer"].get("progress", "auto")
-        show = sys.stderr.isatty() if progress == "auto" else bool(progress)
-        result = fit(algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job)
-        record.update(
-            status="complete",
-            metrics=result.metrics,
-            history=result.history,
-            selection={**result.selection, "epoch": result.selected_epoch},
-            timing=result.timing,
-        )
-        logger.finish({"test/avg/acc": result.metrics.get("test", {}).get("avg", {}).get("acc")})
-        if cfg["trainer"].get("checkpoint"):
-            run_dir.mkdir(parents=True, exist_ok=True)
-            partial = run_dir / ".model.pt.tmp"
-            torch.save(algorithm.state_dict(), partial)
-            partial.replace(run_dir / "model.pt")  # atomic: a checkpoint is whole or absent
-    except MolabenchError as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    except Exception as exc:  # a bug: keep the record, show the traceback
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        record["env"] = environment(locals().get("device", "unknown"))
-        record["wall_s"] = time.time() - started
-        write_json_atomic(run_dir / RECORD_NAME, record)
-        record["path"] = str(run_dir / RECORD_NAME)
+    with _warnings_into(record):
+        try:
+            if cfg["trainer"].get("threads"):
+                torch.set_num_threads(int(cfg["trainer"]["threads"]))
+            elif parallel_job:
+                torch.set_num_threads(1)  # parallel jobs share the cores: one thread each
+            device = _resolve_device(str(cfg.get("device", "auto")))
+            _seed_everything(seed)
+            data = build_data(cfg["data"])
+            record["data"] = data.name
+            record["tasks"] = [{"name": t.name, "column": t.display, "num_classes": t.num_classes, "kind": t.kind} for t in data.tasks]
+            record["setting"] = data.setting
+            _seed_everything(seed)
+            algorithm = build_algorithm(cfg["method"], cfg["backbone"], data)
+            hps_total = _count(build_architecture({"architecture": {"name": "hps"}}, cfg["backbone"], data).parameters())
+            total = _count(algorithm.parameters())
+            params = {"total": total, "trainable": _count(algorithm.trainable_parameters()), "added": total - hps_total, "hps_total": hps_total}
+            params["penalties"] = _count(algorithm.penalties.parameters())
+            counts = getattr(algorithm.arch, "param_groups_count", None)  # e.g. MoLA: adapter / router counts
+            if callable(counts):
+                params.update(counts())
+            record["params"] = params
+            logger = build_logger(cfg["logger"], cfg, run_id, str(run_dir))
+            progress = cfg["trainer"].get("progress", "auto")
+            show = sys.stderr.isatty() if progress == "auto" else bool(progress)
+            result = fit(algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job)
+            record.update(
+                status="complete",
+                metrics=result.metrics,
+                history=result.history,
+                selection={**result.selection, "epoch": result.selected_epoch},
+                timing=result.timing,
+            )
+            logger.finish({"test/avg/acc": result.metrics.get("test", {}).get("avg", {}).get("acc")})
+            if cfg["trainer"].get("checkpoint"):
+                run_dir.mkdir(parents=True, exist_ok=True)
+                partial = run_dir / ".model.pt.tmp"
+                torch.save(algorithm.state_dict(), partial)
+                partial.replace(run_dir / "model.pt")  # atomic: a checkpoint is whole or absent
+        except MolabenchError as exc:
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        except Exception as exc:  # a bug: keep the record, show the traceback
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            record["env"] = environment(locals().get("device", "unknown"))
+            record["wall_s"] = time.time() - started
+            write_json_atomic(run_dir / RECORD_NAME, record)
+            record["path"] = str(run_dir / RECORD_NAME)
     return record
 
 
