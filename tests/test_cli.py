@@ -161,3 +161,20 @@ def test_a_skipped_image_is_one_warning_line_and_kept_in_the_record(tmp_path):
     (record,) = records(tmp_path)
     assert record["status"] == "complete"
     assert any("skipped 1 unreadable image" in w for w in record["warnings"])
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_leaves_a_failed_record(tmp_path):
+    import signal
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "molabench.train", *SMOKE, "trainer.epochs=1000", f"results_dir={tmp_path}"]
+    with subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        for line in proc.stdout:  # interrupt once training is under way
+            if line.startswith("epoch="):
+                proc.send_signal(signal.SIGINT)
+                break
+        proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    (record,) = records(tmp_path)
+    assert record["status"] == "failed" and record["error"].startswith("KeyboardInterrupt")

@@ -76,7 +76,6 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
     from molabench.data import build_data
     from molabench.engine.algorithm import build_algorithm, build_architecture
     from molabench.engine.trainer import fit
-    from molabench.errors import MolabenchError
     from molabench.loggers import build_logger
     from molabench.report.records import RECORD_NAME, environment, variant_overrides, write_json_atomic
 
@@ -133,10 +132,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
                 partial = run_dir / ".model.pt.tmp"
                 torch.save(algorithm.state_dict(), partial)
                 partial.replace(run_dir / "model.pt")  # atomic: a checkpoint is whole or absent
-        except MolabenchError as exc:
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        except Exception as exc:  # a bug: keep the record, show the traceback
+        except BaseException as exc:  # user error, bug or Ctrl-C: the record says so; the caller reports it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
         finally:
