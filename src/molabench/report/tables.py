@@ -90,7 +90,7 @@ def build_frame(group: Group) -> pd.DataFrame:
             row[f"{column}_std"] = std
             row[f"{column}_paper"] = paper_row.get(paper.column_for(column, group.data)) if paper and paper_row else None
         if paper and paper_row:
-            row["Avg_paper"] = _paper_average(paper, paper_row, [row[f"{c}_paper"] for _, c in columns[:-1]], [c for _, c in columns[:-1]], group.data)
+            row["Avg_paper"] = _paper_average(paper, paper_row, [c for _, c in columns[:-1]], group.data)
         steps = [r["timing"]["step_s_median"] for r in runs if r.get("timing")]
         row["step_ms"] = 1000 * statistics.median(steps) if steps else None
         row["params_added"] = runs[0].get("params", {}).get("added")
@@ -98,14 +98,15 @@ def build_frame(group: Group) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _paper_average(paper: PaperTable, paper_row: dict[str, float | None], values: list[float | None], task_columns: list[str], data: str) -> float | None:
+def _paper_average(paper: PaperTable, paper_row: dict[str, float | None], task_columns: list[str], data: str) -> float | None:
     """The paper's Avg when we ran all of its tasks, else the mean of its numbers for the tasks we ran.
 
     (A 3-task MedMNIST run beside Table 4's 9-task average would compare different things.)
     """
-    ours = {paper.column_for(c, data) for c in task_columns}
-    if ours == {c for c in paper.columns if c != "Avg"}:
+    ours = [paper.column_for(c, data) for c in task_columns]
+    if set(ours) == {c for c in paper.columns if c != "Avg"}:
         return paper_row.get("Avg")
+    values = [paper_row.get(c) for c in ours]
     return statistics.fmean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
 
 
