@@ -226,7 +226,7 @@ def main() -> None:
     for name in args.variants:
         arch, penalty, kind = build(name, args, device)
         steps[name] = make_step(name, arch, penalty, batches[kind])
-        counts[name] = arch.param_groups_count() if hasattr(arch, "param_groups_count") else {}
+        counts[name] = arch.param_counts()
         counts[name]["total"] = sum(p.numel() for p in arch.parameters()) + (
             sum(p.numel() for p in penalty.parameters()) if penalty is not None else 0
         )

@@ -46,7 +46,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: st
 def test_smoke_run_writes_a_complete_record_and_is_deterministic(tmp_path):
     first = train(*SMOKE, "seed=3", "run_id=a", "trainer.checkpoint=true", results=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "avg" in first.stdout and "test acc" in first.stdout
+    assert "avg" in first.stdout and "Acc" in first.stdout and "test" in first.stdout
     second = train(*SMOKE, "seed=3", "run_id=b", results=tmp_path)
     assert second.returncode == 0, second.stderr
     a, b = records(tmp_path)

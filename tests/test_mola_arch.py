@@ -120,7 +120,7 @@ def test_router_forward_aux_and_never_sees_task() -> None:
 
 
 def router_params(arch: nn.Module) -> int:
-    return arch.param_groups_count()["router"]
+    return arch.param_counts()["router"]
 
 
 @pytest.mark.parametrize("router", ["authors", "light"])
@@ -131,7 +131,7 @@ def test_shared_vs_per_stage_router_counts(router: str) -> None:
     one = sum(p.numel() for p in shared.routers[0].parameters())
     assert len(shared.routers) == 1 and router_params(shared) == one
     assert len(per_stage.routers) == 3 and router_params(per_stage) == 3 * one
-    assert shared.param_groups_count()["adapter"] == per_stage.param_groups_count()["adapter"]
+    assert shared.param_counts()["adapter"] == per_stage.param_counts()["adapter"]
     if router == "authors":  # ResNet-20: 0.27M parameters with a 10-way head
         assert 265_000 < one < 275_000
     x, task = batch()
@@ -141,7 +141,7 @@ def test_shared_vs_per_stage_router_counts(router: str) -> None:
 def test_adapter_count_formula() -> None:
     arch = build("mola_grad", rank=2, stages=["layer1"], experts=T)
     # layer1 of the tiny ResNet: two 3x3 convs 64 -> 64; paper form: E * r * (64*9 + 64) each.
-    assert arch.param_groups_count() == {"adapter": 2 * T * 2 * (64 * 9 + 64), "router": 0, "adapted_layers": 2, "experts": T}
+    assert arch.param_counts() == {"adapter": 2 * T * 2 * (64 * 9 + 64), "router": 0, "adapted_layers": 2, "experts": T}
 
 
 def test_checkpoint_holds_router_once_and_reloads() -> None:
@@ -207,7 +207,7 @@ def test_vit_injection_init_and_grouped_path() -> None:
     mola = ARCHITECTURES.build("mola_grad", tasks=TASKS, setting="multi_input", backbone=vit, rank=2, stages=["blocks.0", "blocks.11"])
     mola.load_state_dict(hps.state_dict(), strict=False)
     mola.eval()
-    assert mola.param_groups_count()["adapted_layers"] == 8
+    assert mola.param_counts()["adapted_layers"] == 8
     x, task = batch(2, size=16)
     assert torch.equal(mola(x, task).representation, hps(x, task).representation)
     randomise_adapters(mola)

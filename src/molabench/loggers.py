@@ -7,13 +7,17 @@ failing. Set ``logger.mode=online`` explicitly to sync.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from molabench.errors import ConfigError
 
 
 class Logger(Protocol):
+    def set_headline(self, keys: Sequence[str]) -> None:
+        """The keys worth a glance each epoch (the console prints these; others may ignore it)."""
+        ...
+
     def log(self, values: Mapping[str, float], step: int) -> None: ...
 
     def finish(self, summary: Mapping[str, Any]) -> None: ...
@@ -24,11 +28,18 @@ class ConsoleLogger:
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
+        self.headline: tuple[str, ...] | None = None  # None: train loss and average accuracies
+
+    def set_headline(self, keys: Sequence[str]) -> None:
+        self.headline = tuple(keys)
 
     def log(self, values: Mapping[str, float], step: int) -> None:
         if self.quiet or "epoch" not in values:
             return
-        shown = {k: v for k, v in values.items() if k == "epoch" or k.endswith("avg/acc") or k == "train/loss"}
+        if self.headline is None:
+            shown = {k: v for k, v in values.items() if k in ("epoch", "train/loss") or k.endswith("/avg/acc")}
+        else:
+            shown = {k: v for k, v in values.items() if k == "epoch" or k in self.headline}
         text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         print(text, flush=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -60,7 +61,19 @@ class Registry(Generic[T]):
             ) from None
 
     def build(self, name: str, **kwargs: object) -> T:
-        return self.get(name)(**kwargs)
+        """Build ``name`` with ``kwargs``; a keyword the builder does not take is a one-line
+        :class:`ConfigError` naming it and the accepted ones (no builder swallows unknown keys)."""
+        builder = self.get(name)
+        try:
+            signature = inspect.signature(builder)
+        except (TypeError, ValueError):  # builtins without a signature: let the call decide
+            return builder(**kwargs)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+            accepted = [p for p in signature.parameters if p != "self"]
+            unknown = sorted(set(kwargs) - set(accepted))
+            if unknown:
+                raise ConfigError(f"{self.kind} {name!r} does not take {', '.join(unknown)}; it accepts: {', '.join(accepted)}")
+        return builder(**kwargs)
 
     def names(self) -> list[str]:
         self.populate()

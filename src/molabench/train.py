@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-GROUPS = ("data", "backbone", "method", "trainer", "logger", "sweep")
+GROUPS = ("data", "backbone", "head", "method", "trainer", "logger", "sweep")
 EXIT_USER_ERROR = 2
 _failures: list[str] = []
 
@@ -78,6 +78,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
     from molabench.engine.trainer import fit
     from molabench.loggers import build_logger
     from molabench.report.records import RECORD_NAME, environment, variant_overrides, write_json_atomic
+    from molabench.report.summary import run_summary
 
     method, seed = cfg["method"]["name"], int(cfg["seed"])
     run_id = cfg.get("run_id") or f"{method}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -106,14 +107,13 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
             record["tasks"] = [{"name": t.name, "column": t.display, "num_classes": t.num_classes, "kind": t.kind} for t in data.tasks]
             record["setting"] = data.setting
             _seed_everything(seed)
-            algorithm = build_algorithm(cfg["method"], cfg["backbone"], data)
-            hps_total = _count(build_architecture({"architecture": {"name": "hps"}}, cfg["backbone"], data).parameters())
+            head = cfg.get("head")
+            algorithm = build_algorithm(cfg["method"], cfg["backbone"], data, head)
+            hps_total = _count(build_architecture({"architecture": {"name": "hps"}}, cfg["backbone"], data, head).parameters())
             total = _count(algorithm.parameters())
             params = {"total": total, "trainable": _count(algorithm.trainable_parameters()), "added": total - hps_total, "hps_total": hps_total}
             params["penalties"] = _count(algorithm.penalties.parameters())
-            counts = getattr(algorithm.arch, "param_groups_count", None)  # e.g. MoLA: adapter / router counts
-            if callable(counts):
-                params.update(counts())
+            params.update(algorithm.arch.param_counts())  # e.g. MoLA: adapter / router counts
             record["params"] = params
             logger = build_logger(cfg["logger"], cfg, run_id, str(run_dir))
             progress = cfg["trainer"].get("progress", "auto")
@@ -126,7 +126,11 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
                 selection={**result.selection, "epoch": result.selected_epoch},
                 timing=result.timing,
             )
-            logger.finish({"test/avg/acc": result.metrics.get("test", {}).get("avg", {}).get("acc")})
+            if result.notes:
+                record["notes"] = result.notes
+            record["summary"] = run_summary(record, Path(cfg["results_dir"]) / "runs")
+            final = result.metrics.get("test") or result.metrics.get("val") or {}
+            logger.finish({**{f"final/{k}": v for k, v in _flat(final).items()}, "final/delta_m": record["summary"].get("delta_m")})
             if cfg["trainer"].get("checkpoint"):
                 run_dir.mkdir(parents=True, exist_ok=True)
                 partial = run_dir / ".model.pt.tmp"
@@ -143,17 +147,42 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
     return record
 
 
+def _flat(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    return {f"{task}/{name}": value for task, values in metrics.items() for name, value in values.items() if name != "n"}
+
+
 def print_summary(record: Mapping[str, Any]) -> None:
+    """Every task's metrics (its kind's, in table order) on the val and test splits, then Δm%."""
+    from molabench.data.base import TaskSpec
+    from molabench.tasks import kind_of
+
     metrics = record["metrics"]
     splits = [s for s in ("val", "test") if s in metrics]
-    tasks = [t for t in metrics[splits[-1]] if t != "avg"] + ["avg"]
     print(f"\n{record['method']} on {record['data']} (seed {record['seed']}), selection={record['selection']['protocol']} epoch {record['selection']['epoch']}")
-    print(f"{'task':<16}" + "".join(f"{s + ' acc':>12}" for s in splits))
-    for task in tasks:
-        print(f"{task:<16}" + "".join(f"{metrics[s].get(task, {}).get('acc', float('nan')):>12.2f}" for s in splits))
+    rows: list[tuple[str, str, str]] = []  # (task label, metric label, metric key)
+    labels: dict[str, str] = {}
+    for task in record["tasks"]:
+        kind = kind_of(TaskSpec(task["name"], int(task.get("num_classes") or 0), task.get("kind", "classification")))
+        labels.update(kind.labels())
+        rows += [(task["name"] if i == 0 else "", m.label, f"{task['name']}/{m.name}") for i, m in enumerate(kind.metrics)]
+    averaged = [k for k in metrics[splits[-1]].get("avg", {}) if k != "loss"]
+    rows += [("avg" if i == 0 else "", labels.get(name, name), f"avg/{name}") for i, name in enumerate(averaged)]
+    print(f"{'task':<16}{'metric':<10}" + "".join(f"{s:>12}" for s in splits))
+    for task, label, key in rows:
+        name, metric = key.split("/", 1)
+        print(f"{task:<16}{label:<10}" + "".join(f"{_num(metrics[s].get(name, {}).get(metric)):>12}" for s in splits))
+    summary = record.get("summary") or {}
+    if summary.get("delta_m") is not None:
+        print(f"Δm% vs {summary['baseline']} ({summary['baseline_runs']} run(s)): {summary['delta_m']:+.2f}  (lower is better)")
+    for note in record.get("notes") or []:
+        print(f"note: {note}")
     timing = record["timing"]
     print(f"train {timing['train_s']:.1f}s  step {timing['step_s_median'] * 1000:.1f} ms  {timing['samples_per_s']:.0f} samples/s")
     print(f"record: {record['path']}")
+
+
+def _num(value: Any) -> str:
+    return "nan" if not isinstance(value, (int, float)) or value != value else f"{value:.4g}" if abs(value) < 10 else f"{value:.2f}"
 
 
 def _check_group_choices(argv: list[str]) -> None:

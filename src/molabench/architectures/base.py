@@ -14,8 +14,9 @@ extra loss terms in ``molabench.penalties``. An architecture only exposes what t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -51,15 +52,50 @@ def task_groups(task: Tensor, num_tasks: int, setting: Setting) -> list[Tensor |
 
 
 class Architecture(nn.Module):
-    """Base class: subclasses implement ``encode`` and ``decode`` (or override ``forward``)."""
+    """Base class: subclasses implement ``encode`` and ``decode`` (or override ``forward``).
+
+    Heads come from :meth:`make_heads` (the task kind decides: a linear classifier on pooled
+    features, or a dense head — PSP/ASPP, the ``head`` config — on the encoder's feature map);
+    :meth:`embed` runs an encoder and returns what the heads read (``features``: ``pooled``
+    (B, D) when every task is a classification, ``map`` (B, D, h, w) when any task is dense).
+    """
 
     #: True when ``encode`` yields one representation shared by all tasks (needed by -UB methods).
     has_shared_representation: bool = True
+    #: True when every shared parameter reaches the losses only through that representation and
+    #: every task-specific parameter comes after it (one encoder, then heads): gradient methods then
+    #: get exact per-task gradients by back-propagating each task through its head once and the T
+    #: head gradients through the encoder in one batched pass (``weighting.pertask``).
+    shared_behind_representation: bool = False
 
-    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting) -> None:
+    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, head: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        from molabench.models.heads import features_for
+        from molabench.tasks import kind_of
+
         self.tasks = list(tasks)
         self.setting: Setting = setting
+        self.head_cfg = dict(head) if head else None
+        for spec in self.tasks:
+            kind_of(spec).check_spec(spec)
+        self.features: Literal["pooled", "map"] = features_for(self.tasks)
+
+    def make_heads(self, encoder: nn.Module, tasks: Sequence[TaskSpec] | None = None) -> nn.ModuleList:
+        """One head per task (or per given task) reading ``encoder``'s features."""
+        from molabench.models.heads import make_head
+
+        return nn.ModuleList(make_head(spec, encoder, self.head_cfg, self.features) for spec in (self.tasks if tasks is None else tasks))
+
+    def embed(self, encoder: nn.Module, x: Tensor) -> Tensor:
+        """``encoder``'s features of ``x`` in the form the heads read (see ``features``)."""
+        return encoder(x) if self.features == "pooled" else encoder.forward_features(x)
+
+    def param_counts(self) -> dict[str, int]:
+        """Counts of an architecture's own additions (e.g. MoLA's adapters and routers) for the record."""
+        return {}
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called by the trainer before each epoch (schedules inside the model, e.g. a temperature)."""
 
     @property
     def num_tasks(self) -> int:
@@ -93,15 +129,15 @@ class Architecture(nn.Module):
 class SharedEncoderWithHeads(Architecture):
     """Hard parameter sharing: one encoder, one head per task (HPS)."""
 
-    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, encoder: nn.Module) -> None:
-        super().__init__(tasks, setting)
-        from molabench.models.heads import make_head
+    shared_behind_representation = True
 
+    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, encoder: nn.Module, head: Mapping[str, Any] | None = None) -> None:
+        super().__init__(tasks, setting, head)
         self.encoder = encoder
-        self.heads = nn.ModuleList(make_head(spec, encoder.out_dim) for spec in self.tasks)
+        self.heads = self.make_heads(encoder)
 
     def encode(self, x: Tensor, task: Tensor) -> Tensor:
-        return self.encoder(x)
+        return self.embed(self.encoder, x)
 
     def decode(self, z: Tensor, groups: list[Tensor | None]) -> list[Tensor | None]:
         return [None if idx is None else head(z[idx]) for head, idx in zip(self.heads, groups, strict=True)]

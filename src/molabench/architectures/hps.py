@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -12,5 +13,7 @@ from molabench.data.base import Setting, TaskSpec
 
 
 @ARCHITECTURES.register("hps")
-def hps(tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], **_: object) -> SharedEncoderWithHeads:
-    return SharedEncoderWithHeads(tasks, setting, backbone())
+def hps(
+    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+) -> SharedEncoderWithHeads:
+    return SharedEncoderWithHeads(tasks, setting, backbone(), head)

@@ -31,7 +31,6 @@ from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Architecture, Forward, task_groups
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
-from molabench.models.heads import make_head
 from molabench.models.mola import MoLAAdapted, Routing, build_router, default_stages, inject_mola
 from molabench.models.mola.inject import VIT_TARGETS
 from molabench.models.mola.layer import Factorization
@@ -82,8 +81,9 @@ class MoLA(Architecture):
         router: str = "authors",
         router_sharing: str = "shared",
         grad_path: str = "auto",
+        head: Mapping[str, object] | None = None,
     ) -> None:
-        super().__init__(tasks, setting)
+        super().__init__(tasks, setting, head)
         self.variant: Variant = variant
         num_experts = self.num_tasks if experts is None else int(experts)
         if variant == "grad" and num_experts != self.num_tasks:
@@ -105,12 +105,14 @@ class MoLA(Architecture):
             lora_alpha, factorization, adapt_downsample, list(vit_targets),
         )
         self.encoder = encoder
-        self.heads = nn.ModuleList(make_head(spec, encoder.out_dim) for spec in self.tasks)
+        self.heads = self.make_heads(encoder)
         self.routers = nn.ModuleList(
             build_router(router, in_channels, num_experts) for _ in self.routings if variant == "router"
         )
         # Grad on single-input data gives every task its own features: no single shared representation.
         self.has_shared_representation = not (variant == "grad" and setting == "single_input")
+        # Router: encoder (+ routers) then heads. Grad: task-specific adapters sit inside the encoder.
+        self.shared_behind_representation = variant == "router"
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, task: Tensor) -> Forward:
@@ -120,7 +122,7 @@ class MoLA(Architecture):
                 logits = torch.stack([router(x) for router in self.routers], dim=1)  # (N, S, E)
                 for routing, alpha in zip(self.routings, F.softmax(logits, dim=-1).unbind(1), strict=True):
                     routing.set_dense(alpha)
-                z = self.encoder(x)
+                z = self.embed(self.encoder, x)
                 aux = {"router_logits": logits[:, 0] if len(self.routers) == 1 else logits}
                 return Forward(self.decode(z, groups), groups, z, aux)
             if self.setting == "single_input":
@@ -141,23 +143,24 @@ class MoLA(Architecture):
         largest, present, first, ordered = torch.stack([counts.max(), (counts > 0).sum(), task[0], ordered.long()]).tolist()
         if present == 1:
             routing.set_single(first)
-            return self.encoder(x)
+            return self.embed(self.encoder, x)
         if self.grad_path == "auto" and present == t and largest * t == n:
             routing.set_grouped(t, largest)
             if ordered:
-                return self.encoder(x)
+                return self.embed(self.encoder, x)
             order = torch.argsort(task, stable=True)
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(n, device=order.device)
-            return self.encoder(x[order])[inverse]
+            return self.embed(self.encoder, x[order])[inverse]
         routing.set_dense(F.one_hot(task, t).to(x.dtype))
-        return self.encoder(x)
+        return self.embed(self.encoder, x)
 
     def _grad_single_input(self, x: Tensor, groups: list[Tensor | None]) -> Forward:
         """Every sample is predicted for every task: one pass over the batch repeated T times, grouped by task."""
         n, t = x.shape[0], self.num_experts
         self.routings[0].set_grouped(t, n)
-        z = self.encoder(x.repeat(t, *([1] * (x.dim() - 1)))).view(t, n, -1)
+        z = self.embed(self.encoder, x.repeat(t, *([1] * (x.dim() - 1))))
+        z = z.view(t, n, *z.shape[1:])
         return Forward([head(z[i]) for i, head in enumerate(self.heads)], groups, None)
 
     def decode(self, z: Tensor, groups: list[Tensor | None]) -> list[Tensor | None]:
@@ -176,7 +179,7 @@ class MoLA(Architecture):
         if self.variant == "grad":
             yield from self.adapter_parameters()
 
-    def param_groups_count(self) -> dict[str, int]:
+    def param_counts(self) -> dict[str, int]:
         """Parameter counts of MoLA's additions: adapters, routers, and how many layers are adapted."""
         return {
             "adapter": sum(p.numel() for p in self.adapter_parameters()),
@@ -188,8 +191,7 @@ class MoLA(Architecture):
 
 def _build(variant: Variant) -> Callable[..., MoLA]:
     def build(tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], **hparams: object) -> MoLA:
-        hparams.pop("name", None)
-        unknown = sorted(set(hparams) - set(inspect.signature(MoLA.__init__).parameters))
+        unknown = sorted(set(hparams) - set(inspect.signature(MoLA.__init__).parameters) - {"self", "tasks", "setting", "encoder", "variant"})
         if unknown:
             raise ConfigError(f"unknown MoLA architecture option(s) {unknown}; see configs/method/mola_{variant}.yaml")
         return MoLA(tasks, setting, backbone(), variant, **hparams)  # type: ignore[arg-type]

@@ -6,23 +6,27 @@ Each task's samples go through that task's own encoder and head; nothing is shar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
 from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Architecture, Forward, task_groups
 from molabench.data.base import Setting, TaskSpec
-from molabench.models.heads import make_head
 
 
 class SingleTask(Architecture):
     has_shared_representation = False
 
-    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module]) -> None:
-        super().__init__(tasks, setting)
+    def __init__(
+        self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(tasks, setting, head)
         self.encoders = nn.ModuleList(backbone() for _ in self.tasks)
-        self.heads = nn.ModuleList(make_head(spec, enc.out_dim) for spec, enc in zip(self.tasks, self.encoders, strict=True))
+        self.heads = nn.ModuleList(
+            self.make_heads(enc, [spec])[0] for spec, enc in zip(self.tasks, self.encoders, strict=True)
+        )
 
     def forward(self, x: Tensor, task: Tensor) -> Forward:
         groups = task_groups(task, self.num_tasks, self.setting)
@@ -32,7 +36,7 @@ class SingleTask(Architecture):
             groups = [None if idx is not None and idx.numel() < 2 else idx for idx in groups]
         outputs: list[Tensor | None] = []
         for encoder, head, idx in zip(self.encoders, self.heads, groups, strict=True):
-            outputs.append(None if idx is None else head(encoder(x[idx])))
+            outputs.append(None if idx is None else head(self.embed(encoder, x[idx])))
         return Forward(outputs, groups)
 
     def task_specific_parameters(self) -> Iterator[nn.Parameter]:
@@ -43,8 +47,10 @@ class SingleTask(Architecture):
 
 
 @ARCHITECTURES.register("single_task")
-def single_task(tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], **_: object) -> SingleTask:
-    return SingleTask(tasks, setting, backbone)
+def single_task(
+    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+) -> SingleTask:
+    return SingleTask(tasks, setting, backbone, head)
 
 
 __all__ = ["SingleTask"]

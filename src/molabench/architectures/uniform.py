@@ -8,7 +8,8 @@ all domains) the union is that label set itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,10 +21,15 @@ from molabench.errors import ConfigError
 
 
 class Uniform(Architecture):
-    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module]) -> None:
-        super().__init__(tasks, setting)
-        if any(spec.kind != "classification" for spec in self.tasks):
-            raise ConfigError("method=uniform needs classification tasks (one head over the union of label spaces)")
+    def __init__(
+        self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+    ) -> None:
+        if setting == "single_input" or any(spec.kind != "classification" for spec in tasks):
+            raise ConfigError(
+                "method=uniform needs classification tasks of the domain or multi-input setting (one head over the union of "
+                "label spaces, no task id); on single-input data every task sees every image, so use method=hps or single_task"
+            )
+        super().__init__(tasks, setting, head)
         sizes = [spec.num_classes for spec in self.tasks]
         if setting == "domain":
             offsets, total = [0] * len(sizes), max(sizes)
@@ -49,5 +55,7 @@ class Uniform(Architecture):
 
 
 @ARCHITECTURES.register("uniform")
-def uniform(tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], **_: object) -> Uniform:
-    return Uniform(tasks, setting, backbone)
+def uniform(
+    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+) -> Uniform:
+    return Uniform(tasks, setting, backbone, head)

@@ -12,8 +12,10 @@ from molabench.registry import Registry
 
 DATASETS: Registry[MultiTaskData] = Registry("dataset")
 
-# Keys of a data config that describe protocols and tables rather than how to load the data.
-_NON_LOADER_KEYS = {"name", "protocol", "paper"}
+# Keys of a data config that describe protocols, budgets, method defaults and tables rather than how
+# to load the data: ``protocol`` (the authors' recipe, trainer=paper), ``budget`` (trainer=default's
+# epochs/batch size on this data), ``mola_stages`` (MoLA-Grad's default placement), ``paper`` (table).
+_NON_LOADER_KEYS = {"name", "protocol", "paper", "budget", "mola_stages"}
 
 
 def build_data(cfg: Mapping[str, Any]) -> MultiTaskData:

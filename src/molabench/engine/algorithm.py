@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from molabench.architectures import ARCHITECTURES, Architecture, Forward
 from molabench.architectures import load_all as load_architectures
 from molabench.data.base import Batch, MultiTaskData, TaskSpec
-from molabench.engine.losses import task_loss, zero_loss
+from molabench.engine.losses import zero_loss
 from molabench.errors import TrainingError
 from molabench.penalties import PENALTIES, Penalty, PenaltyContext
 from molabench.penalties import load_all as load_penalties
+from molabench.tasks import TaskKind, kind_of
 from molabench.weighting import StepContext, Weighting
 from molabench.weighting import build as build_weighting
 
@@ -39,6 +40,7 @@ class MultiTaskAlgorithm(nn.Module):
         self.step_count = 0
         self.epoch = 0
         self.grad_clip: float | None = None
+        self.kinds: list[TaskKind] = [kind_of(spec) for spec in arch.tasks]
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -52,8 +54,9 @@ class MultiTaskAlgorithm(nn.Module):
                 losses.append(None)
                 present.append(False)
                 continue
-            target = batch.y[spec.name] if isinstance(batch.y, dict) else batch.y[idx]
-            losses.append(task_loss(spec, out, self.arch.target(t, target)))
+            target = self.arch.target(t, batch.y[spec.name] if isinstance(batch.y, dict) else batch.y[idx])
+            self.kinds[t].check_target(spec, out, target)
+            losses.append(self.kinds[t].loss(spec, out, target))
             present.append(True)
         reference = next(loss for loss in losses if loss is not None)
         stacked = torch.stack([loss if loss is not None else zero_loss(reference) for loss in losses])
@@ -89,6 +92,7 @@ class MultiTaskAlgorithm(nn.Module):
                     task_params=[p for p in self.arch.task_specific_parameters() if p.requires_grad],
                     representation=fwd.representation,
                     groups=fwd.groups,
+                    shared_behind_representation=self.arch.shared_behind_representation and fwd.representation is not None,
                     extra_loss=extra,
                     step=self.step_count,
                     epoch=self.epoch,
@@ -125,7 +129,10 @@ def backbone_factory(cfg: Mapping[str, Any], data: MultiTaskData):
     return lambda: build_backbone(cfg["name"], **kwargs)
 
 
-def build_architecture(method: Mapping[str, Any], backbone: Mapping[str, Any], data: MultiTaskData) -> Architecture:
+def build_architecture(
+    method: Mapping[str, Any], backbone: Mapping[str, Any], data: MultiTaskData, head: Mapping[str, Any] | None = None
+) -> Architecture:
+    """The method's architecture on ``data``; ``head`` configures dense heads (``configs/head``)."""
     load_architectures()
     arch_cfg = method["architecture"]
     return ARCHITECTURES.build(
@@ -133,12 +140,15 @@ def build_architecture(method: Mapping[str, Any], backbone: Mapping[str, Any], d
         tasks=data.tasks,
         setting=data.setting,
         backbone=backbone_factory(backbone, data),
+        head=head,
         **_hparams(arch_cfg),
     )
 
 
-def build_algorithm(method: Mapping[str, Any], backbone: Mapping[str, Any], data: MultiTaskData) -> MultiTaskAlgorithm:
-    arch = build_architecture(method, backbone, data)
+def build_algorithm(
+    method: Mapping[str, Any], backbone: Mapping[str, Any], data: MultiTaskData, head: Mapping[str, Any] | None = None
+) -> MultiTaskAlgorithm:
+    arch = build_architecture(method, backbone, data, head)
     weighting = build_weighting(method["weighting"]["name"], num_tasks=data.num_tasks, **_hparams(method["weighting"]))
     load_penalties()
     penalties = {

@@ -19,6 +19,7 @@ from molabench.engine.optim import build_optimizer, build_scheduler
 from molabench.engine.selection import Selector
 from molabench.errors import ConfigError
 from molabench.loggers import Logger
+from molabench.tasks import kind_of
 
 
 @dataclass
@@ -28,6 +29,7 @@ class TrainResult:
     selected_epoch: int
     timing: dict[str, float]
     selection: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _flatten(prefix: str, metrics: Metrics) -> dict[str, float]:
@@ -68,7 +70,8 @@ def fit(
     batching = cfg.get("batching", "mixed")
     if batching not in ("mixed", "per_task"):
         raise ConfigError(f"trainer.batching must be mixed or per_task, got {batching!r}")
-    selector = Selector.create(cfg.get("selection", "val"), list(data.splits))
+    selector = Selector.create(cfg.get("selection", "val"), list(data.splits), data.tasks, cfg.get("selection_baseline"))
+    logger.set_headline(headline_keys(data, selector.split))
 
     train_loader = BatchLoader(data, "train", batch_size, train=True, batching=batching, seed=seed, device=device)
     steps = min(len(train_loader), max_steps) if max_steps else len(train_loader)
@@ -84,6 +87,9 @@ def fit(
     train_start = time.perf_counter()
     for epoch in range(epochs):
         algorithm.epoch = epoch
+        algorithm.arch.on_epoch_start(epoch, epochs)
+        method_sums: dict[str, float] = {}  # the method's own per-step logs (task weights, penalties ...)
+        method_counts: dict[str, int] = {}
         task_loss_sums = torch.zeros(data.num_tasks)
         task_loss_counts = torch.zeros(data.num_tasks)
         loss_sum = 0.0
@@ -97,6 +103,10 @@ def fit(
             step_times.append(time.perf_counter() - start)
             samples += len(batch)
             loss_sum += logs["loss"]
+            for key, value in logs.items():
+                if key != "loss" and not key.startswith("loss/"):
+                    method_sums[key] = method_sums.get(key, 0.0) + float(value)
+                    method_counts[key] = method_counts.get(key, 0) + 1
             for t, spec in enumerate(data.tasks):
                 if f"loss/{spec.name}" in logs:
                     task_loss_sums[t] += logs[f"loss/{spec.name}"]
@@ -108,6 +118,7 @@ def fit(
         algorithm.weighting.on_epoch_end(epoch, mean_task_losses)
         entry: dict[str, Any] = {"epoch": epoch + 1, "train/loss": loss_sum / max(1, steps), "lr": optimizer.param_groups[0]["lr"]}
         entry.update({f"train/{spec.name}/loss": float(v) for spec, v in zip(data.tasks, mean_task_losses, strict=True)})
+        entry.update({_method_key(key, data): method_sums[key] / method_counts[key] for key in sorted(method_sums)})
         is_last = epoch == epochs - 1
         if (epoch + 1) % eval_every == 0 or is_last:
             split_metrics = evaluate(algorithm, data, selector.split, eval_batch_size, device)
@@ -119,7 +130,8 @@ def fit(
 
     if selector.best_state is not None:
         algorithm.load_state_dict(selector.best_state)
-    metrics = {split: evaluate(algorithm, data, split, eval_batch_size, device) for split in data.splits}
+    notes: list[str] = []
+    metrics = {split: evaluate(algorithm, data, split, eval_batch_size, device, notes) for split in data.splits}
     warm = step_times[1:] or step_times
     timing = {
         "train_s": train_s,
@@ -132,5 +144,22 @@ def fit(
         history=history,
         selected_epoch=selector.best_epoch,
         timing=timing,
-        selection={"protocol": selector.protocol, "split": selector.split},
+        selection=selector.describe(),
+        notes=notes,
     )
+
+
+def _method_key(key: str, data: MultiTaskData) -> str:
+    """History key of a method log: ``w<t>`` (a weighting's task weight) -> ``method/weight/<task>``."""
+    if key.startswith("w") and key[1:].isdigit() and int(key[1:]) < data.num_tasks:
+        return f"method/weight/{data.tasks[int(key[1:])].name}"
+    return f"method/{key}"
+
+
+def headline_keys(data: MultiTaskData, split: str) -> list[str]:
+    """The history keys the console shows each epoch: the average of the tasks' common primary
+    metric (accuracy on classification data), else every task's primary metric."""
+    primaries = [kind_of(spec).primary for spec in data.tasks]
+    if len(set(primaries)) == 1:
+        return ["train/loss", f"{split}/avg/{primaries[0]}"]
+    return ["train/loss", *(f"{split}/{spec.name}/{p}" for spec, p in zip(data.tasks, primaries, strict=True))]

@@ -1,16 +1,36 @@
 """Feature extractors by name.
 
-A backbone maps images (B, C, H, W) to features (B, D) and exposes ``out_dim``. ResNets keep
-torchvision's module names (``conv1``, ``layer1`` .. ``layer4``) so that adapters can be
-injected by stage. ``small_input=True`` swaps the 7x7/stride-2 stem and max-pool for a 3x3
-stride-1 stem, the usual choice for 28x28 or 32x32 inputs.
+A backbone maps images (B, C, H, W) to pooled features (B, D) with ``forward`` and exposes
+``out_dim`` (= D). ResNets keep torchvision's module names (``conv1``, ``layer1`` .. ``layer4``)
+so that adapters can be injected by stage, and expose a timm-like per-stage API for dense
+heads and stage-wise architectures (Cross-Stitch, MTAN, LTB, FPN-like heads)::
+
+    forward_stem(x)            conv1 -> bn1 -> relu -> maxpool
+    forward_stage(name, x)     one of stage_names = ["layer1", "layer2", "layer3", "layer4"]
+    forward_stages(x)          [layer1 out, layer2 out, layer3 out, layer4 out]
+    forward_features(x)        layer4 out, the final map (B, D, H / output_stride, W / output_stride)
+    forward(x)                 flatten(adaptive_avg_pool(forward_features(x), 1))   -> (B, D)
+    feature_info               [{"module": "layer1", "num_chs": 64|256, "reduction": 4}, ...]
+
+``small_input=True`` swaps the 7x7/stride-2 stem and max-pool for a 3x3 stride-1 stem, the usual
+choice for 28x28 or 32x32 inputs (stem reduction 1 instead of 4).
+
+Dilated variants (``resnet18_dilated``, ``resnet50_dilated``) follow torchvision's
+``replace_stride_with_dilation=[False, True, True]``: layer3 and layer4 keep their resolution
+(output stride 8) and their 3x3 convs are dilated instead (layer3: block 1 dilation 1, later
+blocks 2; layer4: block 1 dilation 2, later blocks 4; padding = dilation).
 
 Pretrained weights are optional: ``pretrained`` is ``None``, a path to a local state dict, or
 ``"hub"`` (torchvision/timm download; needs a network).
+
+Builders take only the keywords they declare; :func:`build_backbone` turns any other key into a
+one-line :class:`ConfigError` naming ``backbone.<key>`` and the accepted keys.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,9 +41,76 @@ from molabench.registry import Registry
 
 BACKBONES: Registry[nn.Module] = Registry("backbone")
 
+STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _pair_first(value: int | tuple[int, ...]) -> int:
+    return int(value[0]) if isinstance(value, tuple) else int(value)
+
+
+def _stage_stride(stage: nn.Module) -> int:
+    """Stride of a ResNet stage: the product of the main-path conv strides of each block."""
+    stride = 1
+    for block in stage.children():
+        for name, module in block.named_modules():
+            if isinstance(module, nn.Conv2d) and not name.startswith("downsample"):
+                stride *= _pair_first(module.stride)
+    return stride
+
+
+def _stem_stride(conv1: nn.Module, maxpool: nn.Module) -> int:
+    stride = _pair_first(conv1.stride)
+    if isinstance(maxpool, nn.MaxPool2d):
+        stride *= _pair_first(maxpool.stride)
+    return stride
+
+
+def dilate_resnet(net: nn.Module, replace_stride_with_dilation: Sequence[bool] = (False, True, True)) -> nn.Module:
+    """Turn the strides of ``layer2``/``layer3``/``layer4`` into dilation, in place.
+
+    Torchvision's scheme (``ResNet._make_layer``), written for any block type: with a running
+    dilation ``d`` (1 at layer1), for each of layer2..layer4 with stride ``s`` whose flag is set,
+    every strided conv of the stage (the strided 3x3 conv and the 1x1 ``downsample`` conv) gets
+    stride 1 and ``d <- d * s``. Block 1 of a stage keeps the dilation in force *before* the
+    stage, later blocks use the new ``d``; every 3x3 conv of the main path gets
+    ``dilation = padding = d`` (k x k convs: padding = d * (k - 1) / 2). No parameter changes,
+    so weights (and the random initialisation) are those of the plain network.
+
+    Applied to a plain torchvision ``resnet50`` it reproduces
+    ``resnet50(replace_stride_with_dilation=[False, True, True])`` conv by conv; applied to a
+    ``resnet18`` (whose ``BasicBlock`` torchvision refuses to dilate) it gives ``resnet18_dilated``.
+    """
+    flags = list(replace_stride_with_dilation)
+    if len(flags) != 3:
+        raise ConfigError(f"replace_stride_with_dilation needs 3 flags (layer2, layer3, layer4), got {flags}")
+    dilation = 1
+    for stage_name, dilate in zip(STAGE_NAMES[1:], flags, strict=True):
+        stage = getattr(net, stage_name)
+        stride = _stage_stride(stage)
+        previous = dilation
+        if dilate:
+            dilation *= stride
+            for module in stage.modules():
+                if isinstance(module, nn.Conv2d) and _pair_first(module.stride) > 1:
+                    module.stride = (1, 1)
+        for index, block in enumerate(stage.children()):
+            d = previous if index == 0 else dilation
+            for name, module in block.named_modules():
+                if isinstance(module, nn.Conv2d) and not name.startswith("downsample") and module.kernel_size[0] > 1:
+                    module.dilation = (d, d)
+                    module.padding = (d * (module.kernel_size[0] - 1) // 2, d * (module.kernel_size[1] - 1) // 2)
+    return net
+
 
 class ResNetFeatures(nn.Module):
-    """A torchvision ResNet without its classifier: returns pooled features (B, D)."""
+    """A torchvision ResNet without its classifier.
+
+    ``forward`` returns pooled features (B, D); the per-stage API (module docstring) returns
+    maps. ``feature_info[i]["reduction"]`` is the stride of stage ``i``'s output relative to the
+    input (stem stride x the strides of stages 1..i); ``output_stride`` that of layer4.
+    """
+
+    has_feature_maps = True
 
     def __init__(self, net: nn.Module, in_channels: int, small_input: bool) -> None:
         super().__init__()
@@ -35,20 +122,56 @@ class ResNetFeatures(nn.Module):
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.out_dim: int = net.fc.in_features
-        self.stages = ["layer1", "layer2", "layer3", "layer4"]
+        self.stage_names: list[str] = list(STAGE_NAMES)
+        self.stages = self.stage_names  # older name, kept for callers
+        reduction = _stem_stride(self.conv1, self.maxpool)
+        info = []
+        for name in self.stage_names:
+            stage = getattr(self, name)
+            reduction *= _stage_stride(stage)
+            channels = [m.out_channels for m in stage.modules() if isinstance(m, nn.Conv2d)][-1]
+            info.append({"module": name, "num_chs": int(channels), "reduction": reduction})
+        self.feature_info: list[dict[str, int | str]] = info
+        self.output_stride: int = reduction
 
-    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """``maxpool(relu(bn1(conv1(x))))``: (B, 64, H / s, W / s), s = 4 (1 with ``small_input``)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward_stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Run stage ``name`` (one of ``stage_names``) on the previous stage's (or the stem's) output."""
+        if name not in self.stage_names:
+            raise ConfigError(f"ResNet stage {name!r} unknown; choose from {', '.join(self.stage_names)}")
+        return getattr(self, name)(x)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four stage outputs, shapes ``(B, num_chs_i, H / reduction_i, W / reduction_i)``."""
+        x = self.forward_stem(x)
+        outputs = []
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            outputs.append(x)
+        return outputs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final map (B, ``out_dim``, H / ``output_stride``, W / ``output_stride``)."""
+        x = self.forward_stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Older name of :meth:`forward_features`."""
+        return self.forward_features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.feature_maps(x), 1), 1)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.forward_features(x), 1), 1)
 
 
 def _load_local(module: nn.Module, path: str) -> None:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ConfigError(f"pretrained weights file {str(file)!r} not found; set backbone.pretrained=null or a valid path")
+        raise ConfigError(
+            f"pretrained weights file {str(file)!r} not found; set backbone.pretrained=null or a valid path"
+        )
     state = torch.load(file, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     own = module.state_dict()
@@ -58,11 +181,22 @@ def _load_local(module: nn.Module, path: str) -> None:
     module.load_state_dict(usable, strict=False)
 
 
-def _torchvision_resnet(name: str, in_channels: int, small_input: bool, pretrained: str | None) -> nn.Module:
+def _torchvision_resnet(
+    name: str,
+    in_channels: int,
+    small_input: bool,
+    pretrained: str | None,
+    dilation: str | None = None,
+) -> ResNetFeatures:
+    """``dilation``: None (plain), ``"torchvision"`` (torchvision's own flag; Bottleneck nets) or
+    ``"convert"`` (:func:`dilate_resnet` after construction; any block type)."""
     import torchvision
 
     weights = "DEFAULT" if pretrained == "hub" else None
-    net = getattr(torchvision.models, name)(weights=weights)
+    extra = {"replace_stride_with_dilation": [False, True, True]} if dilation == "torchvision" else {}
+    net = getattr(torchvision.models, name)(weights=weights, **extra)
+    if dilation == "convert":
+        dilate_resnet(net, (False, True, True))
     features = ResNetFeatures(net, in_channels, small_input)
     if pretrained not in (None, "hub"):
         _load_local(features, pretrained)
@@ -70,22 +204,61 @@ def _torchvision_resnet(name: str, in_channels: int, small_input: bool, pretrain
 
 
 @BACKBONES.register("resnet18")
-def resnet18(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None, **_: object) -> nn.Module:
+def resnet18(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+    """ResNet-18 (11.18 M parameters without fc), output stride 32 (8 with ``small_input``)."""
     return _torchvision_resnet("resnet18", in_channels, small_input, pretrained)
 
 
 @BACKBONES.register("resnet50")
-def resnet50(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None, **_: object) -> nn.Module:
+def resnet50(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+    """ResNet-50 (23.51 M parameters without fc), output stride 32 (8 with ``small_input``)."""
     return _torchvision_resnet("resnet50", in_channels, small_input, pretrained)
 
 
-class TimmFeatures(nn.Module):
-    """A timm model with its classifier removed (``num_classes=0``)."""
+@BACKBONES.register("resnet18_dilated")
+def resnet18_dilated(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+    """ResNet-18 with layer3/layer4 dilated (:func:`dilate_resnet`): output stride 8 (2 with
+    ``small_input``); same parameters as ``resnet18``."""
+    return _torchvision_resnet("resnet18", in_channels, small_input, pretrained, dilation="convert")
 
-    def __init__(self, net: nn.Module) -> None:
+
+@BACKBONES.register("resnet50_dilated")
+def resnet50_dilated(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+    """Torchvision ``resnet50(replace_stride_with_dilation=[False, True, True])``: output stride 8
+    (2 with ``small_input``), 23,508,032 parameters without fc (the NYUv2 encoder of dense.md)."""
+    return _torchvision_resnet("resnet50", in_channels, small_input, pretrained, dilation="torchvision")
+
+
+class TimmFeatures(nn.Module):
+    """A timm model with its classifier removed (``num_classes=0``): pooled features only."""
+
+    has_feature_maps = False
+
+    def __init__(self, net: nn.Module, name: str = "vit") -> None:
         super().__init__()
         self.net = net
         self.out_dim: int = net.num_features
+        self.backbone_name = name
+        self.stage_names: list[str] = []
+        self.feature_info: list[dict[str, int | str]] = []
+
+    def _no_maps(self) -> ConfigError:
+        return ConfigError(
+            f"backbone {self.backbone_name} has no spatial feature maps: dense tasks and stage-wise architectures "
+            "need a ResNet backbone (e.g. backbone=resnet18_dilated)"
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._no_maps()
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._no_maps()
+
+    def forward_stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        raise self._no_maps()
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise self._no_maps()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -97,7 +270,6 @@ def vit_tiny(
     image_size: int = 224,
     patch_size: int | None = None,
     pretrained: str | None = None,
-    **_: object,
 ) -> nn.Module:
     """ViT-Tiny (192-d, 12 blocks, 3 heads). Patch 16 at 224px; patch size defaults to image_size // 7."""
     import timm
@@ -111,11 +283,24 @@ def vit_tiny(
         patch_size=patch,
         in_chans=in_channels,
     )
-    features = TimmFeatures(net)
+    features = TimmFeatures(net, "vit_tiny")
     if pretrained not in (None, "hub"):
         _load_local(features.net, pretrained)
     return features
 
 
 def build_backbone(name: str, **kwargs: object) -> nn.Module:
-    return BACKBONES.build(name, **kwargs)
+    """The backbone ``name`` built with ``kwargs``; a key its builder does not declare raises a
+    one-line :class:`ConfigError` (``backbone=<name> does not take backbone.<key>; it accepts: ...``)."""
+    builder = BACKBONES.get(name)
+    signature = inspect.signature(builder)
+    try:
+        signature.bind(**kwargs)
+    except TypeError:
+        accepted = [p for p in signature.parameters if p not in ("args", "kwargs")]
+        unknown = sorted(set(kwargs) - set(accepted))
+        raise ConfigError(
+            f"backbone={name} does not take {', '.join(f'backbone.{k}' for k in unknown) or 'these keys'}; "
+            f"it accepts: {', '.join(accepted)}"
+        ) from None
+    return builder(**kwargs)

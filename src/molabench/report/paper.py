@@ -48,6 +48,9 @@ PAPER_LABELS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Built-in stand-ins for the paper's datasets: a table of one says so beside the paper's numbers.
+STAND_INS: dict[str, str] = {"scenes": "NYUv2"}
+
 # Tables 8, 9 and 11 name domains D1..D4 in this order (their captions).
 DOMAIN_ORDER = {"vlcs": ["V", "L", "C", "S"], "officehome": ["P", "A", "C", "R"]}
 _SHORT = {"mola_router": "Router", "mola_grad": "Grad", "hps": "HPS"}
@@ -68,6 +71,14 @@ def paper_labels(table: str, record: dict[str, Any]) -> tuple[str, ...]:
     short = _SHORT.get(method)
     if table == "table6_rank_vlcs" and short in ("Router", "Grad"):
         return (f"{short}(r={knobs.get('rank')})",)
+    if table == "table7_placement_nyuv2":
+        if method in ("hps", "ew"):
+            return ("Without MoLA",)
+        if short == "Grad":
+            stages = [str(s) for s in knobs.get("stages") or []]
+            if all(s.startswith("layer") for s in stages) and stages:
+                return ("Block" + "".join(s[-1] for s in stages),)
+        return ()
     if table == "table10_omega_dim" and short == "Router":
         return (f"Router (={knobs.get('omega_dim')})",)
     if table == "table11_experts" and short == "Router":

@@ -2,7 +2,9 @@
 
 Records are grouped into one table per (experiment, dataset, model-selection protocol).
 Rows are methods (plus any sweep overrides, e.g. ``mola_router [method.rank=4]``), columns
-the tasks and ``Avg``; a cell is the mean ± std over seeds of the reported split's accuracy.
+every task's metrics as its kind defines them (one accuracy per classification task plus ``Avg``;
+mIoU/PixAcc, AbsErr/RelErr and the five normal metrics on dense data, plus ``delta_m``: Δm%
+against the table's ``single_task`` rows); a cell is the mean ± std over seeds of the reported split.
 When the dataset (or the experiment's name) matches a table of the paper, the paper's number
 stands beside ours. Each table is written as Markdown, CSV and LaTeX under ``results/tables/``.
 """
@@ -20,8 +22,11 @@ from typing import Any
 
 import pandas as pd
 
-from molabench.report.paper import PAPER_LABELS, PaperTable, available_tables, load_table, paper_labels
+from molabench.data.base import TaskSpec
+from molabench.report.paper import PAPER_LABELS, STAND_INS, PaperTable, available_tables, load_table, paper_labels
 from molabench.report.records import iter_records, variant_overrides
+from molabench.report.summary import BASELINE_METHOD, directions, mean_metrics, safe_delta_m
+from molabench.tasks import kind_of
 
 METHOD_ORDER = list(PAPER_LABELS)
 
@@ -74,28 +79,75 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+@dataclass(frozen=True)
+class Column:
+    """One metric column: task ``task``'s metric ``metric`` labelled ``label`` (the paper's column name)."""
+
+    task: str
+    metric: str
+    label: str
+    higher_is_better: bool
+
+
+def metric_columns(group: Group) -> tuple[list[Column], bool, bool]:
+    """The metric columns of a table, whether it has an ``Avg`` column (every task reports one
+    common single metric, e.g. accuracy) and whether it has a Δm% column (dense tasks, or the
+    paper's table has one)."""
+    columns: list[Column] = []
+    kinds = []
+    for task in group.tasks:
+        kind = kind_of(TaskSpec(task["name"], int(task.get("num_classes") or 0), task.get("kind", "classification")))
+        kinds.append(kind)
+        column = task.get("column") or task["name"]
+        for m in kind.metrics:
+            label = column if len(kind.metrics) == 1 else f"{column}_{m.label}"
+            columns.append(Column(task["name"], m.name, label, m.higher_is_better))
+    single = {k.metrics for k in kinds}
+    has_avg = len(single) == 1 and len(kinds[0].metrics) == 1
+    paper = load_table(group.paper) if group.paper else None
+    has_delta = any(k.dense for k in kinds) or bool(paper and "delta_m" in paper.columns)
+    return columns, has_avg, has_delta
+
+
 def build_frame(group: Group) -> pd.DataFrame:
-    """One row per method: mean, std and paper value of every task and of the average."""
+    """One row per method: mean, std and paper value of every metric column, of the average and of Δm%."""
     paper: PaperTable | None = load_table(group.paper) if group.paper else None
-    columns = [(t["name"], t.get("column") or t["name"]) for t in group.tasks] + [("avg", "Avg")]
+    metric_cols, has_avg, has_delta = metric_columns(group)
+    columns = [(c.task, c.metric, c.label) for c in metric_cols]
+    if has_avg:
+        columns.append(("avg", metric_cols[0].metric, "Avg"))
+    higher = directions(group.tasks)
+    task_names = [t["name"] for t in group.tasks]
+    baseline_runs = group.runs.get(BASELINE_METHOD, [])
+    baseline = mean_metrics(baseline_runs, group.split, task_names)
     rows = []
     for label in sorted(group.runs, key=_order):
         runs = group.runs[label]
         paper_row = paper.lookup_labels(paper_labels(paper.name, runs[0])) if paper else None
         row: dict[str, Any] = {"method": label, "seeds": len(runs)}
-        for name, column in columns:
-            values = [r["metrics"][group.split][name]["acc"] for r in runs if name in r["metrics"][group.split]]
+        for task, metric, column in columns:
+            values = [_value(r["metrics"][group.split].get(task, {}).get(metric)) for r in runs]
+            values = [v for v in values if v is not None]
             mean, std = _mean_std(values) if values else (float("nan"), float("nan"))
             row[column] = mean
             row[f"{column}_std"] = std
             row[f"{column}_paper"] = paper_row.get(paper.column_for(column, group.data)) if paper and paper_row else None
-        if paper and paper_row:
-            row["Avg_paper"] = _paper_average(paper, paper_row, [c for _, c in columns[:-1]], group.data)
+        if has_avg and paper and paper_row:
+            row["Avg_paper"] = _paper_average(paper, paper_row, [c.label for c in metric_cols], group.data)
+        if has_delta:
+            deltas = [safe_delta_m(r["metrics"][group.split], baseline, higher)[0] for r in runs] if baseline else []
+            deltas = [d for d in deltas if d is not None]
+            row["delta_m"], row["delta_m_std"] = _mean_std(deltas) if deltas else (float("nan"), float("nan"))
+            row["delta_m_paper"] = paper_row.get("delta_m") if paper and paper_row else None
         steps = [r["timing"]["step_s_median"] for r in runs if r.get("timing")]
         row["step_ms"] = 1000 * statistics.median(steps) if steps else None
         row["params_added"] = runs[0].get("params", {}).get("added")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _value(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and value == value else None
 
 
 def _paper_average(paper: PaperTable, paper_row: dict[str, float | None], task_columns: list[str], data: str) -> float | None:
@@ -110,13 +162,38 @@ def _paper_average(paper: PaperTable, paper_row: dict[str, float | None], task_c
     return statistics.fmean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
 
 
+def _display_columns(group: Group) -> list[str]:
+    metric_cols, has_avg, has_delta = metric_columns(group)
+    return [c.label for c in metric_cols] + (["Avg"] if has_avg else []) + (["delta_m"] if has_delta else [])
+
+
+def _heading(group: Group) -> str:
+    metric_cols, _, has_delta = metric_columns(group)
+    if all(c.metric == "acc" for c in metric_cols):
+        what = f"{group.split} accuracy (%)"
+    else:
+        arrows = ", ".join(f"{c.label} {'↑' if c.higher_is_better else '↓'}" for c in metric_cols)
+        what = f"{group.split} metrics ({arrows})"
+    delta = ""
+    if has_delta:
+        n = len(group.runs.get(BASELINE_METHOD, []))
+        delta = (
+            f" delta_m = Δm% against the {BASELINE_METHOD} rows of this table ({n} run(s); lower is better)."
+            if n else f" delta_m: – (no {BASELINE_METHOD} run in this experiment to compare with)."
+        )
+    return f"{what}, mean ± std over seeds; (paper) = the paper's number.{delta}"
+
+
 def to_markdown(group: Group, frame: pd.DataFrame) -> str:
-    columns = [t.get("column") or t["name"] for t in group.tasks] + ["Avg"]
+    columns = _display_columns(group)
     paper_note = f" Paper: {load_table(group.paper).caption}." if group.paper else ""
+    stand_in = STAND_INS.get(group.data)
+    if stand_in and group.paper:
+        paper_note += f" Stand-in data: `{group.data}` replaces {stand_in}; compare orderings and Δm%, not raw values."
     lines = [
         f"## {group.experiment} — data `{group.data}` — selection `{group.protocol}`",
         "",
-        f"{group.split} accuracy (%), mean ± std over seeds; (paper) = the paper's number.{paper_note}",
+        _heading(group) + paper_note,
         "",
         "| method | seeds | " + " | ".join(columns) + " | params added | step ms |",
         "|---|---|" + "---|" * len(columns) + "---|---|",
@@ -130,15 +207,20 @@ def to_markdown(group: Group, frame: pd.DataFrame) -> str:
 
 
 def _cell(row: pd.Series, column: str) -> str:
-    cell = f"{row[column]:.2f} ± {row[f'{column}_std']:.2f}"
-    paper = row[f"{column}_paper"]
+    if pd.isna(row[column]):
+        cell = "–"
+    else:
+        digits = 2 if abs(row[column]) >= 1 or row[column] == 0 else 3
+        cell = f"{row[column]:.{digits}f} ± {row[f'{column}_std']:.{digits}f}"
+    paper = row.get(f"{column}_paper")
     return cell if paper is None or pd.isna(paper) else f"{cell} ({paper:.2f})"
 
 
 def to_latex(group: Group, frame: pd.DataFrame) -> str:
-    columns = [t.get("column") or t["name"] for t in group.tasks] + ["Avg"]
+    columns = _display_columns(group)
+
     def escape(text: str) -> str:
-        return text.replace("_", r"\_").replace("±", r"$\pm$").replace("&", r"\&")
+        return text.replace("_", r"\_").replace("±", r"$\pm$").replace("&", r"\&").replace("–", "--")
 
     lines = [
         r"\begin{tabular}{l" + "c" * len(columns) + "}",
@@ -149,7 +231,7 @@ def to_latex(group: Group, frame: pd.DataFrame) -> str:
     for _, row in frame.iterrows():
         lines.append(escape(str(row["method"])) + " & " + " & ".join(escape(_cell(row, c)) for c in columns) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    caption = f"% {group.experiment}, data {group.data}, selection {group.protocol}: {group.split} accuracy (%), mean ± std over seeds (paper)"
+    caption = f"% {group.experiment}, data {group.data}, selection {group.protocol}: " + _heading(group)
     return caption + "\n" + "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,10 @@ class StepContext:
     #: tasks). Optional; when the groups are disjoint (multi-input / domain settings) gradient
     #: methods get all per-task gradients from one backward pass (``weighting.pertask``).
     groups: list[Tensor | None] | None = None
+    #: True when every shared parameter reaches the losses only through ``representation`` and every
+    #: task-specific parameter lies after it (heads): exact per-task gradients then need one backward
+    #: through each head and T batched backwards through the encoder, not T through everything.
+    shared_behind_representation: bool = False
 
 
 class Weighting(nn.Module):

@@ -90,7 +90,8 @@ class GradientWeighting(Weighting):
     ) -> None:
         shared = _unique([p for p in ctx.shared_params if p.requires_grad])
         groups = None if ctx.groups is None else [ctx.groups[int(t)] for t in idx]
-        tg = task_gradients(losses, shared, others, groups, self.grad_mode, retain, self._buffer)  # type: ignore[arg-type]
+        through = ctx.representation if ctx.shared_behind_representation else None
+        tg = task_gradients(losses, shared, others, groups, self.grad_mode, retain, self._buffer, through)  # type: ignore[arg-type]
         d = self.aggregate(tg.G, idx, ctx.losses[idx].detach())
         offsets, _ = flat_views(shared)
         accumulate(shared, [d[o: o + p.numel()].view_as(p) for o, p in zip(offsets, shared, strict=True)])

@@ -93,12 +93,16 @@ def task_gradients(
     mode: GradMode = "auto",
     retain_graph: bool = False,
     buffer: dict[str, Tensor] | None = None,
+    through: Tensor | None = None,
 ) -> TaskGradients:
     """Per-task gradients of ``losses`` (T',) w.r.t. ``shared``; summed gradients for ``others``.
 
     ``groups[t]`` are the batch indices of ``losses[t]``'s samples (``None``: unknown, forces exact).
     ``buffer`` (a dict the caller keeps between steps) lets ``sample_groups`` reuse the memory of
     ``G`` instead of allocating and faulting in T x P floats every step.
+    ``through``: a representation ``z`` such that every ``shared`` parameter reaches ``losses`` only
+    through ``z`` and every ``others`` parameter lies between ``z`` and the losses (an encoder, then
+    heads). The exact gradients are then computed in two stages (see :func:`_exact_through`).
     """
     if mode != "exact":
         plan, why = _plan_sample_groups(losses, shared, groups)
@@ -106,6 +110,8 @@ def task_gradients(
             return _sample_groups(losses, shared, others, plan, retain_graph, buffer)
         if mode == "sample_groups":
             raise ConfigError(f"grad_mode=sample_groups is impossible here: {why}; use grad_mode=auto or exact")
+    if through is not None and through.requires_grad:
+        return _exact_through(losses, through, shared, others, retain_graph)
     return _exact(losses, shared, others, retain_graph)
 
 
@@ -130,6 +136,41 @@ def _exact(losses: Tensor, shared: Sequence[nn.Parameter], others: Sequence[nn.P
     G = torch.cat([_dense_batched(g, p, T).reshape(T, -1) for g, p in zip(grads[: len(shared)], shared, strict=True)], 1) \
         if shared else losses.new_zeros(T, 0)
     rest = [None if g is None else g.sum(0) for g in grads[len(shared):]]
+    return TaskGradients(G, rest, "exact")
+
+
+def _exact_through(
+    losses: Tensor, z: Tensor, shared: Sequence[nn.Parameter], others: Sequence[nn.Parameter], retain: bool
+) -> TaskGradients:
+    """Exact per-task gradients by the chain rule through the representation ``z``:
+
+        dL_t/dθ = (∂z/∂θ)^T · dL_t/dz        for every shared θ (all of which lie before z).
+
+    Stage 1 back-propagates each task's loss to ``z`` and to the parameters after ``z`` (its head):
+    T small backwards, each traversing one head once. Stage 2 back-propagates the T cotangents
+    ``dL_t/dz`` through the encoder in one vectorised pass (``is_grads_batched``; a loop if vmap
+    cannot batch an op). The same numbers as :func:`_exact`, without pushing every task's cotangent
+    through every head (dense heads can outweigh the encoder).
+    """
+    T = losses.shape[0]
+    dz: list[Tensor] = []
+    rest: list[Tensor | None] = [None] * len(others)
+    for t in range(T):
+        grads = torch.autograd.grad(losses[t], [z, *others], retain_graph=True, allow_unused=True)
+        dz.append(torch.zeros_like(z) if grads[0] is None else grads[0])
+        for i, g in enumerate(grads[1:]):
+            if g is not None:
+                rest[i] = g if rest[i] is None else rest[i] + g
+    cotangents = torch.stack(dz)
+    try:
+        per_task = torch.autograd.grad(z, list(shared), cotangents, retain_graph=retain, allow_unused=True, is_grads_batched=True)
+    except RuntimeError:
+        loop = [torch.autograd.grad(z, list(shared), cotangents[t], retain_graph=retain or t < T - 1, allow_unused=True) for t in range(T)]
+        per_task = tuple(
+            None if all(g[i] is None for g in loop) else torch.stack([_dense(g[i], p) for g in loop]) for i, p in enumerate(shared)
+        )
+    G = torch.cat([_dense_batched(g, p, T).reshape(T, -1) for g, p in zip(per_task, shared, strict=True)], 1) \
+        if shared else losses.new_zeros(T, 0)
     return TaskGradients(G, rest, "exact")
 
 
