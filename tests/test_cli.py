@@ -75,7 +75,8 @@ def test_multirun_then_tables_hold_every_method(tmp_path):
     assert tables_main(["--results", str(tmp_path)]) == 0
     table = (tmp_path / "tables" / "shapes__shapes_tasks__val.md").read_text()
     for method in ("single_task", "uniform", "hps"):
-        assert f"| {method} [" in table
+        assert f"| {method} | 1 |" in table  # the overrides every run shares are in the heading
+    assert "Every run: `data.image_size=16" in table
     csv = (tmp_path / "tables" / "shapes__shapes_tasks__val.csv").read_text()
     assert csv.startswith("method,seeds,shape,shape_std,shape_paper")
 

@@ -74,6 +74,9 @@ def test_bad_release(tmp_path):
     with pytest.raises(DataError, match=r"depth/2\.npy has shape \(12, 16\)"):
         build_data(cfg(tmp_path))
     np.save(tmp_path / "train" / "depth" / "2.npy", np.zeros((H, W, 1), np.float32))
+    with pytest.raises(DataError, match=r"depth/2\.npy: depth must be finite with at least one valid"):
+        build_data(cfg(tmp_path))
+    np.save(tmp_path / "train" / "depth" / "2.npy", np.ones((H, W, 1), np.float32))
     np.save(tmp_path / "train" / "label" / "0.npy", np.full((H, W), 13, np.float32))
     with pytest.raises(DataError, match=r"labels must be integers in -1\.\.12"):
         build_data(cfg(tmp_path))

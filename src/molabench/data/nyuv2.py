@@ -88,6 +88,11 @@ def _sample(folder: Path, i: int) -> tuple[np.ndarray, ...]:
         raise DataError(f"{folder / 'image' / f'{i}.npy'}: image values must lie in [0, 1] (MTAN release), got {image.min()}..{image.max()}")
     if label.min() < -1 or label.max() >= NUM_CLASSES or not np.array_equal(label, np.round(label)):
         raise DataError(f"{folder / 'label' / f'{i}.npy'}: labels must be integers in -1..{NUM_CLASSES - 1}, got {label.min()}..{label.max()}")
+    if not np.isfinite(depth).all() or not (depth != 0).any():
+        raise DataError(
+            f"{folder / 'depth' / f'{i}.npy'}: depth must be finite with at least one valid (non-zero) pixel; "
+            "re-extract the release or remove the sample (every split's files numbered 0..N-1)"
+        )
     return image, label, depth, normal
 
 

@@ -56,7 +56,7 @@ DOMAIN_ORDER = {"vlcs": ["V", "L", "C", "S"], "officehome": ["P", "A", "C", "R"]
 _SHORT = {"mola_router": "Router", "mola_grad": "Grad", "hps": "HPS"}
 
 
-_RECIPE_PREFIXES = ("trainer.", "data.protocol.")
+_RECIPE_PREFIXES = ("trainer.", "trainer=", "data.", "backbone.", "backbone=", "head.", "head=")
 
 
 def paper_labels(table: str, record: dict[str, Any]) -> tuple[str, ...]:

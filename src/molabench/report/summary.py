@@ -57,6 +57,11 @@ def safe_delta_m(
     return delta_m(method, baseline, higher), None
 
 
+def recipe(record: Mapping[str, Any]) -> list[str]:
+    """The overrides that are not about the method (data, trainer ...): a baseline must share them."""
+    return sorted(o for o in record.get("overrides") or [] if not o.startswith("method."))
+
+
 def run_summary(record: Mapping[str, Any], runs_dir: Path) -> dict[str, Any]:
     """``{"delta_m": value | None, "baseline": ..., "baseline_runs": n, "why": ...}`` for a finished run."""
     split = "test" if "test" in record["metrics"] else "val"
@@ -67,7 +72,8 @@ def run_summary(record: Mapping[str, Any], runs_dir: Path) -> dict[str, Any]:
         for _, r in iter_records(runs_dir / str(record["experiment"]))
         if r.get("status") == "complete"
         and r.get("method") == BASELINE_METHOD
-        and not r.get("overrides")
+        and not [o for o in r.get("overrides") or [] if o.startswith("method.")]
+        and recipe(r) == recipe(record)
         and (str(r.get("experiment")), r.get("data"), (r.get("selection") or {}).get("protocol")) == key
     ] if (runs_dir / str(record["experiment"])).is_dir() else []
     summary: dict[str, Any] = {"split": split, "baseline": BASELINE_METHOD, "baseline_runs": len(baselines)}

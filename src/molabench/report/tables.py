@@ -25,7 +25,7 @@ import pandas as pd
 from molabench.data.base import TaskSpec
 from molabench.report.paper import PAPER_LABELS, STAND_INS, PaperTable, available_tables, load_table, paper_labels
 from molabench.report.records import iter_records, variant_overrides
-from molabench.report.summary import BASELINE_METHOD, directions, mean_metrics, safe_delta_m
+from molabench.report.summary import BASELINE_METHOD, directions, mean_metrics, recipe, safe_delta_m
 from molabench.tasks import kind_of
 
 METHOD_ORDER = list(PAPER_LABELS)
@@ -40,10 +40,13 @@ class Group:
     tasks: list[dict[str, Any]]
     paper: str | None
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    #: overrides every run of the table shares: said once in the heading, not in every row label
+    common: list[str] = field(default_factory=list)
 
 
-def row_label(record: dict[str, Any]) -> str:
-    overrides = variant_overrides(record.get("overrides") or [])
+def row_label(record: dict[str, Any], common: Iterable[str] = ()) -> str:
+    shared = set(common)
+    overrides = [o for o in variant_overrides(record.get("overrides") or []) if o not in shared]
     return record["method"] + (f" [{', '.join(overrides)}]" if overrides else "")
 
 
@@ -57,17 +60,31 @@ def _paper_table_for(record: dict[str, Any]) -> str | None:
 
 
 def collect(records: Iterable[dict[str, Any]]) -> list[Group]:
-    groups: dict[tuple[str, str, str], Group] = {}
+    members: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         if record.get("status") != "complete":
             continue
-        protocol = record["selection"]["protocol"]
-        key = (str(record["experiment"]), record["data"], protocol)
-        if key not in groups:
-            split = "test" if "test" in record["metrics"] else "val"
-            groups[key] = Group(*key, split=split, tasks=record["tasks"], paper=_paper_table_for(record))
-        groups[key].runs[row_label(record)].append(record)
-    return list(groups.values())
+        members[(str(record["experiment"]), record["data"], record["selection"]["protocol"])].append(record)
+    groups = []
+    for key, runs in members.items():
+        first = runs[0]
+        split = "test" if "test" in first["metrics"] else "val"
+        # data/trainer overrides every run shares move to the heading; method variants always label rows
+        common = set.intersection(*(set(recipe(r)) for r in runs))
+        group = Group(*key, split=split, tasks=first["tasks"], paper=_paper_table_for(first), common=sorted(common))
+        for record in runs:
+            group.runs[row_label(record, common)].append(record)
+        groups.append(group)
+    return groups
+
+
+def _baseline_runs(group: Group, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Single-Task runs Δm% compares ``runs`` with: same data/trainer overrides, no method variant."""
+    wanted = recipe(runs[0])
+    return [
+        r for label, rs in group.runs.items() if label.split(" [")[0] == BASELINE_METHOD
+        for r in rs if recipe(r) == wanted and not any(o.startswith("method.") for o in r.get("overrides") or [])
+    ]
 
 
 def _order(label: str) -> tuple[int, str]:
@@ -118,8 +135,6 @@ def build_frame(group: Group) -> pd.DataFrame:
         columns.append(("avg", metric_cols[0].metric, "Avg"))
     higher = directions(group.tasks)
     task_names = [t["name"] for t in group.tasks]
-    baseline_runs = group.runs.get(BASELINE_METHOD, [])
-    baseline = mean_metrics(baseline_runs, group.split, task_names)
     rows = []
     for label in sorted(group.runs, key=_order):
         runs = group.runs[label]
@@ -135,6 +150,7 @@ def build_frame(group: Group) -> pd.DataFrame:
         if has_avg and paper and paper_row:
             row["Avg_paper"] = _paper_average(paper, paper_row, [c.label for c in metric_cols], group.data)
         if has_delta:
+            baseline = mean_metrics(_baseline_runs(group, runs), group.split, task_names)
             deltas = [safe_delta_m(r["metrics"][group.split], baseline, higher)[0] for r in runs] if baseline else []
             deltas = [d for d in deltas if d is not None]
             row["delta_m"], row["delta_m_std"] = _mean_std(deltas) if deltas else (float("nan"), float("nan"))
@@ -176,12 +192,13 @@ def _heading(group: Group) -> str:
         what = f"{group.split} metrics ({arrows})"
     delta = ""
     if has_delta:
-        n = len(group.runs.get(BASELINE_METHOD, []))
+        n = sum(len(rs) for label, rs in group.runs.items() if label.split(" [")[0] == BASELINE_METHOD)
         delta = (
             f" delta_m = Δm% against the {BASELINE_METHOD} rows of this table ({n} run(s); lower is better)."
             if n else f" delta_m: – (no {BASELINE_METHOD} run in this experiment to compare with)."
         )
-    return f"{what}, mean ± std over seeds; (paper) = the paper's number.{delta}"
+    common = f" Every run: `{' '.join(group.common)}`." if group.common else ""
+    return f"{what}, mean ± std over seeds; (paper) = the paper's number.{delta}{common}"
 
 
 def to_markdown(group: Group, frame: pd.DataFrame) -> str:
