@@ -7,14 +7,14 @@ import math
 
 import pytest
 import torch
+from tests.test_cli import assert_one_line_error, records, train
 
 from molabench.data import build_data
+from molabench.data.loader import BatchLoader
 from molabench.engine.algorithm import build_algorithm
 from molabench.engine.evaluate import evaluate
 from molabench.engine.optim import build_optimizer
-from molabench.data.loader import BatchLoader
 from molabench.report.tables import main as tables_main
-from tests.test_cli import assert_one_line_error, records, train
 
 TINY = ["data=scenes", "data.n_train=8", "data.n_val=4", "data.n_test=4", "data.height=32", "data.width=48", "trainer=smoke", "trainer.batch_size=4"]
 NINE = {
