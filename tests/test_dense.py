@@ -114,3 +114,26 @@ def test_per_task_gradients_through_the_representation_are_exact(tiny_scenes):
     summed = torch.autograd.grad(losses.sum(), heads, allow_unused=True)
     for got, want in zip(fast.others, summed, strict=True):
         assert (got is None) == (want is None) and (got is None or torch.allclose(got, want, rtol=1e-5, atol=1e-7))
+
+
+def _weighting_names() -> list[str]:
+    from molabench.weighting import WEIGHTINGS
+
+    return WEIGHTINGS.names()
+
+
+@pytest.mark.parametrize("weighting", _weighting_names())
+def test_every_weighting_trains_on_dense_data(tiny_scenes, weighting):
+    """All 15 loss/gradient weightings on HPS with dense heads: finite steps that move the weights."""
+    torch.manual_seed(0)
+    method = {"name": weighting, "architecture": {"name": "hps"}, "weighting": {"name": weighting}, "penalties": {}}
+    algorithm = build_algorithm(method, {"name": "resnet18_dilated"}, tiny_scenes, {"name": "psp", "channels": 8})
+    algorithm.optimizer = build_optimizer(algorithm.trainable_parameters(), {"name": "adam", "lr": 1e-3})
+    before = [p.detach().clone() for p in algorithm.arch.shared_parameters()]
+    for batch in BatchLoader(tiny_scenes, "train", 4, train=True):
+        logs = algorithm.update(batch)
+        assert math.isfinite(logs["loss"])
+    after = list(algorithm.arch.shared_parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    for name in ("segmentation", "depth", "normal"):
+        assert f"loss/{name}" in logs
