@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from molabench.atomic import atomic_write
 from molabench.data import build_data
 from molabench.engine.algorithm import backbone_factory, build_algorithm
 from molabench.errors import MolabenchError
@@ -45,11 +46,8 @@ def load_run(run: Path) -> tuple[dict, object, object]:
 
 
 def save(fig: plt.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(partial, dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
     plt.close(fig)
-    partial.replace(path)
     print(f"wrote {path}")
 
 

@@ -18,16 +18,15 @@ is timed separately.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torchvision
 
+from molabench.atomic import write_json_atomic
 from molabench.data import MultiTaskData, build_data
 from molabench.data.loader import BatchLoader
 
@@ -94,13 +93,6 @@ def bench(name: str, cfg: dict, loader_batches: int, train_steps: int) -> dict:
     }
 
 
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -149,7 +141,7 @@ def main() -> None:
         },
         "results": results,
     }
-    write_json(args.out, payload)
+    write_json_atomic(args.out, payload)
     print(f"wrote {args.out}")
 
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
+from molabench.atomic import write_json_atomic
 from molabench.data import build_data
 from molabench.data.loader import BatchLoader
 from molabench.engine.algorithm import build_algorithm
 from molabench.engine.optim import build_optimizer
-from molabench.report.records import write_json_atomic
 
 GRADIENT_METHODS = ["mgda", "mgda_ub", "pcgrad", "cagrad", "graddrop", "gradvac", "imtl", "nash_mtl", "aligned_mtl", "aligned_mtl_ub"]
 

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from molabench.architectures import ARCHITECTURES, Architecture, load_all
+from molabench.atomic import write_json_atomic
 from molabench.data.base import Batch, TaskSpec
 from molabench.engine.optim import build_optimizer
 from molabench.models.backbones import build_backbone
@@ -181,12 +180,6 @@ def measure_memory(args: argparse.Namespace, device: torch.device, names: list[s
     return {"memory": memory, "memory_method": method}
 
 
-def write_json(path: Path, payload: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -217,7 +210,7 @@ def main() -> None:
     if args.memory_only:
         out = json.loads(args.out.read_text())
         out.update(measure_memory(args, device, args.variants))
-        write_json(args.out, out)
+        write_json_atomic(args.out, out)
         print(json.dumps(out["memory"], indent=1))
         return
 
@@ -278,7 +271,7 @@ def main() -> None:
         "authors_grad": "one encoder pass per task over that task's samples, merged W0 + delta_W_t (code factorisation)",
         "authors_router": "code factorisation, (E+1)-wide convolutions, ResNet-20 router",
     }
-    write_json(args.out, out)
+    write_json_atomic(args.out, out)
     print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict)}, indent=1))
 
 

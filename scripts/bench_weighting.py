@@ -12,11 +12,9 @@ the one-backward ``sample_groups`` per-task gradients are to the exact ones (tra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from molabench.architectures import ARCHITECTURES, load_all
+from molabench.atomic import write_json_atomic
 from molabench.data.base import TaskSpec
 from molabench.engine.optim import build_optimizer
 from molabench.models.backbones import build_backbone
@@ -101,13 +100,6 @@ def bench(T: int, setting: str, rounds: int, batch: int) -> dict[str, dict[str, 
     }
 
 
-def atomic_write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -140,7 +132,7 @@ def main() -> None:
             print(f"{key}: worst gradient-method ratio {worst:.2f}x EW ({time.time() - started:.0f}s)", flush=True)
     results["sample_groups_vs_exact"] = {f"T={T}": grad_agreement(T, args.batch) for T in args.tasks}
     results["config"]["wall_s"] = round(time.time() - started, 1)  # type: ignore[index]
-    atomic_write_json(args.out, results)
+    write_json_atomic(args.out, results)
     for key, run in results["runs"].items():  # type: ignore[union-attr]
         print(key, " ".join(f"{k}={v['ratio_to_ew']:.2f}" for k, v in run.items()))
     print("sample_groups vs exact:", results["sample_groups_vs_exact"])

@@ -132,10 +132,9 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
             final = result.metrics.get("test") or result.metrics.get("val") or {}
             logger.finish({**{f"final/{k}": v for k, v in _flat(final).items()}, "final/delta_m": record["summary"].get("delta_m")})
             if cfg["trainer"].get("checkpoint"):
-                run_dir.mkdir(parents=True, exist_ok=True)
-                partial = run_dir / ".model.pt.tmp"
-                torch.save(algorithm.state_dict(), partial)
-                partial.replace(run_dir / "model.pt")  # atomic: a checkpoint is whole or absent
+                from molabench.atomic import atomic_write
+
+                atomic_write(run_dir / "model.pt", lambda tmp: torch.save(algorithm.state_dict(), tmp))
         except BaseException as exc:  # user error, bug or Ctrl-C: the record says so; the caller reports it
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from molabench.atomic import atomic_write
 from molabench.data import DATASETS
 from molabench.data.augment import HorizontalFlip
 from molabench.data.base import MultiTaskData, TaskSpec
@@ -207,19 +207,17 @@ def download(
                     warnings.warn(f"{target} md5 {got} differs from the official {expected}; kept (use --force to replace)", stacklevel=2)
                 out.append(target)
                 continue
-        fd, tmp = tempfile.mkstemp(dir=root_path, prefix=f".{target.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            print(f"downloading {npz_url(t, size)}")
-            urllib.request.urlretrieve(npz_url(t, size), tmp)
-            got = md5sum(Path(tmp))
+        def download(tmp: Path, url: str = npz_url(t, size), expected: str = expected, name: str = target.name) -> None:
+            print(f"downloading {url}")
+            urllib.request.urlretrieve(url, tmp)
+            got = md5sum(tmp)
             if got != expected:
-                raise DataError(f"md5 mismatch for {target.name}: got {got}, expected {expected}; retry the download")
-            os.replace(tmp, target)
+                raise DataError(f"md5 mismatch for {name}: got {got}, expected {expected}; retry the download")
+
+        try:
+            atomic_write(target, download)
         except OSError as e:
             raise DataError(f"cannot download {npz_url(t, size)} ({e}); check the network or fetch it by hand into {root_path}") from None
-        finally:
-            Path(tmp).unlink(missing_ok=True)
         out.append(target)
     return out
 

@@ -3,58 +3,23 @@
 ``results/runs/<experiment>/<run-id>/record.json`` holds the resolved config, the final
 metrics (split -> task -> metric -> value, plus ``avg``), the per-epoch history, parameter
 counts, timing and the environment. A record is either ``complete`` or ``failed`` (with the
-error); it is never half-written: it is written to a temporary file and renamed.
+error); it is never half-written (``molabench.atomic``).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import platform
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from molabench.atomic import write_json_atomic  # noqa: F401  (re-exported: records are written with it)
+
 RECORD_NAME = "record.json"
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf become None, tensors become numbers or lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-# The process umask: reading it means setting it, so once at import, before any worker thread.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_clean(payload), handle, indent=2, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; a record is as readable as any file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_commit(start: Path | None = None) -> str | None:

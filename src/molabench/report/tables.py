@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from molabench.atomic import write_text_atomic
 from molabench.data.base import TaskSpec
 from molabench.report.paper import PAPER_LABELS, STAND_INS, PaperTable, available_tables, load_table, paper_labels
 from molabench.report.records import iter_records, variant_overrides
@@ -273,9 +274,7 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
