@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m molabench.train
+	$(PY) -m molabench.demo
 
 test: install
 	$(PY) -m pytest

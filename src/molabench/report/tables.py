@@ -254,9 +254,14 @@ def to_latex(group: Group, frame: pd.DataFrame) -> str:
 
 
 def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
-    """One ``.md``/``.csv``/``.tex`` per (experiment, data, protocol) found under ``runs_dir``,
-    then ``README.md``: every table in ``out_dir``, including those written earlier from records
-    that are not here now (a table disappears from the index only when its files are deleted)."""
+    """One ``.md``/``.csv``/``.tex`` and a ``.png`` figure per (experiment, data, protocol) found
+    under ``runs_dir``, then ``README.md``: every table in ``out_dir`` with a link to its figure where
+    there is one, including tables written earlier from records that are not here now (a table
+    disappears from the index only when its files are deleted)."""
+    from urllib.parse import quote
+
+    from molabench.report.figures import table_figure  # matplotlib only when tables are written
+
     groups = collect(record for _, record in iter_records(runs_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -266,9 +271,15 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
         _write_text(out_dir / f"{stem}.md", to_markdown(group, frame))
         _write_text(out_dir / f"{stem}.csv", frame.to_csv(index=False, float_format="%.4f"))
         _write_text(out_dir / f"{stem}.tex", to_latex(group, frame))
-        written += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
+        table_figure(group, frame, out_dir / f"{stem}.png")
+        written += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex", out_dir / f"{stem}.png"]
     index = ["# Results", "", f"Generated from the run records under `{runs_dir}`.", ""]
-    index += [path.read_text() for path in sorted(out_dir.glob("*.md")) if path.name != "README.md"]
+    for path in sorted(out_dir.glob("*.md")):
+        if path.name == "README.md":
+            continue
+        index.append(path.read_text())
+        if path.with_suffix(".png").is_file():
+            index.append(f"![{path.stem}]({quote(path.stem)}.png)\n")
     _write_text(out_dir / "README.md", "\n".join(index))
     return written
 
