@@ -31,6 +31,10 @@ selection); ``val_fraction: 0`` drops it. ``split_seed`` (default: ``seed``) fix
 Images are decoded once at ``image_size`` (shorter side resized, centre crop; the authors' test
 transform) into a uint8 cache (:mod:`molabench.data.cache`) and held in memory; the authors'
 train recipe runs batch-wise (:func:`~molabench.data.augment.domain_recipe`).
+
+These are presets over the generic folder machinery of :mod:`molabench.data.generic` (class-folder
+scan, cached decoding, seeded cuts): a spec adds the dataset's domain names, paper columns, list
+files and split protocol. Data in the same layout under other names: ``data=folder_domains``.
 """
 
 from __future__ import annotations
@@ -47,11 +51,10 @@ from torch import Tensor
 
 from molabench.data import DATASETS
 from molabench.data.augment import domain_recipe
-from molabench.data.base import MultiTaskData, TaskSpec, TensorSplit
-from molabench.data.cache import cached_decode
-from molabench.data.images import list_images
+from molabench.data.base import MultiTaskData, TaskSpec
+from molabench.data.generic import GroupFiles, decode_groups, finish_splits, scan_class_folders, seeded_train_test
 from molabench.data.listfile import read_list_file, resolve_listed
-from molabench.data.splits import authors_split, check_fraction, holdout
+from molabench.data.splits import check_fraction
 from molabench.errors import ConfigError, DataError
 
 # The authors normalise with CLIP's statistics in their VLCS/OfficeHome transforms.
@@ -123,15 +126,6 @@ SPECS: dict[str, FolderSpec] = {
 }
 
 
-@dataclass
-class _DomainFiles:
-    """The images of one domain: file paths, labels, and named subsets (list-file splits)."""
-
-    paths: list[Path]
-    labels: list[int]
-    subsets: dict[str, list[int]]  # split name -> positions in paths (lists layout only)
-
-
 def _list_files(spec: FolderSpec, domain: Domain, list_dir: Path) -> dict[str, Path]:
     if spec.list_style == "vlcs":
         return {s: list_dir / f"{domain.list_stem}_{s}.txt" for s in ("train", "crossval")}
@@ -183,28 +177,15 @@ def _select(spec: FolderSpec, domains: Sequence[str] | None) -> list[Domain]:
     return chosen
 
 
-def _scan_folders(spec: FolderSpec, root: Path, domains: Sequence[Domain]) -> tuple[list[str], list[_DomainFiles]]:
-    classes: list[str] | None = None
-    out = []
+def _scan_folders(spec: FolderSpec, root: Path, domains: Sequence[Domain]) -> tuple[list[str], list[GroupFiles]]:
+    groups = []
     for d in domains:
         ddir = _domain_dir(root, d)
         if ddir is None:
             raise DataError(f"{spec.name}: domain folder {d.dirs[0]!r} missing in {root}; check data.root or data.domains")
-        names = sorted(p.name for p in ddir.iterdir() if p.is_dir())
-        if classes is None:
-            classes = names
-        elif names != classes:
-            diff = sorted(set(names) ^ set(classes))
-            raise DataError(f"{spec.name}: class folders of {ddir} differ from the first domain's ({diff}); every domain needs the same classes")
-        paths, labels = [], []
-        for label, c in enumerate(names):
-            files = list_images(ddir / c)
-            if not files:
-                raise DataError(f"{spec.name}: class folder {ddir / c} holds no images; remove it or restore its files")
-            paths += files
-            labels += [label] * len(files)
-        out.append(_DomainFiles(paths, labels, {}))
-    assert classes is not None
+        groups.append((d.name, ddir))
+    classes_of, out = scan_class_folders(spec.name, groups, word="domain", same_classes=True)
+    classes = classes_of[0]
     if len(classes) != spec.num_classes:
         warnings.warn(f"{spec.name}: found {len(classes)} classes in {root}, the release has {spec.num_classes}", stacklevel=3)
     return classes, out
@@ -215,7 +196,7 @@ def _read_list(root: Path, list_file: Path, num_classes: int) -> tuple[list[Path
     return [resolve_listed(root, text, list_file, n) for n, text, _ in rows], [y for _, _, y in rows]
 
 
-def _scan_lists(spec: FolderSpec, root: Path, list_dir: Path, domains: Sequence[Domain]) -> list[_DomainFiles]:
+def _scan_lists(spec: FolderSpec, root: Path, list_dir: Path, domains: Sequence[Domain]) -> list[GroupFiles]:
     out = []
     for d in domains:
         paths: list[Path] = []
@@ -233,12 +214,12 @@ def _scan_lists(spec: FolderSpec, root: Path, list_dir: Path, domains: Sequence[
                     labels.append(y)
                 pos.append(index[p])
             subsets[subset] = pos
-        out.append(_DomainFiles(paths, labels, subsets))
+        out.append(GroupFiles(paths, labels, subsets))
     return out
 
 
 def _assign_splits(
-    spec: FolderSpec, split: str, files: list[_DomainFiles], test_fraction: float, seed: int
+    spec: FolderSpec, split: str, files: list[GroupFiles], test_fraction: float, seed: int
 ) -> tuple[Tensor, Tensor]:
     """Global sample indices (train, test) over the concatenation of all domains' images."""
     sizes = [len(f.paths) for f in files]
@@ -249,11 +230,8 @@ def _assign_splits(
         train = [o + i for f, o in zip(files, offsets, strict=True) for i in f.subsets["train"]]
         test = [o + i for f, o in zip(files, offsets, strict=True) for i in f.subsets["crossval"]]
         return torch.tensor(train, dtype=torch.long), torch.tensor(test, dtype=torch.long)
-    if split == "pooled":
-        return authors_split(sum(sizes), 1.0 - test_fraction, seed)
-    if split == "per_domain":
-        groups = torch.repeat_interleave(torch.arange(len(files)), torch.tensor(sizes))
-        return holdout(groups, test_fraction, seed)
+    if split in ("pooled", "per_domain"):
+        return seeded_train_test(split, sizes, test_fraction, seed)
     raise ConfigError(f"data.split must be auto, lists, pooled or per_domain, got {split!r}")
 
 
@@ -300,41 +278,14 @@ def build_folder_dataset(
     if split == "auto":
         split = spec.split if (spec.split != "lists" or layout == "lists") else "per_domain"
 
-    images, labels, tasks, keeps, skipped = [], [], [], [], []
-    for t, (d, f) in enumerate(zip(chosen, files, strict=True)):
-        x, failed = cached_decode(f.paths, size, cache_dir, f"{spec.name}-{d.name}", use_cache=use_cache)
-        keep = torch.ones(len(f.paths), dtype=torch.bool)
-        keep[failed] = False
-        # a failed image keeps a (black) slot so that list positions stay valid; `valid` drops it
-        full = torch.zeros((len(f.paths), 3, size, size), dtype=torch.uint8)
-        full[keep] = x
-        images.append(full)
-        labels.append(torch.tensor(f.labels, dtype=torch.long))
-        tasks.append(torch.full((len(f.paths),), t, dtype=torch.long))
-        keeps.append(keep)
-        skipped += [str(f.paths[i]) for i in failed]
-    if skipped:
-        if len(skipped) > max_unreadable:
-            raise DataError(
-                f"{spec.name}: {len(skipped)} unreadable images (first: {skipped[0]}), more than "
-                f"data.max_unreadable={max_unreadable}; re-extract the dataset or raise data.max_unreadable"
-            )
-        warnings.warn(f"{spec.name}: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", stacklevel=2)
-    all_images, all_labels, all_tasks = torch.cat(images), torch.cat(labels), torch.cat(tasks)
-    valid = torch.cat(keeps)
+    names = [d.name for d in chosen]
+    # cache entries "<dataset>-<domain>"; an unreadable image keeps a black slot (list positions stay valid)
+    decoded = decode_groups(spec.name, names, files, size, cache_dir, use_cache, max_unreadable)
     train, test = _assign_splits(spec, split, files, test_fraction, seed)
-    train, test = train[valid[train]], test[valid[test]]
-    parts = {"train": train, "test": test}
-    if val_fraction > 0:
-        kept, held = holdout(all_tasks[train], val_fraction, seed)
-        parts = {"train": train[kept], "val": train[held], "test": test}
-    present = torch.bincount(all_labels[train] + all_tasks[train] * len(classes), minlength=len(chosen) * len(classes))
-    if bool((present == 0).any()):
-        t, c = divmod(int(torch.nonzero(present == 0)[0]), len(classes))
-        warnings.warn(f"{spec.name}: class {classes[c]!r} of domain {chosen[t].name} has no training image", stacklevel=2)
-    splits = {
-        name: TensorSplit(all_images[idx], all_labels[idx], all_tasks[idx]) for name, idx in parts.items()
-    }
+    splits = finish_splits(
+        spec.name, decoded, {"train": train, "test": test}, val_fraction=val_fraction, seed=seed, names=names,
+        classes_of=[classes] * len(chosen), word="domain",
+    )  # fmt: skip
     return MultiTaskData(
         name=spec.name,
         setting="domain",
@@ -344,7 +295,7 @@ def build_folder_dataset(
         std=CLIP_STD,
         augment=domain_recipe(scale=crop_scale) if augment else None,
         info={"root": str(base), "layout": layout, "split": split, "split_seed": seed, "classes": classes,
-              "image_size": size, "skipped_images": skipped},
+              "image_size": size, "skipped_images": decoded.skipped},
     )  # fmt: skip
 
 

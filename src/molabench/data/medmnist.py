@@ -10,6 +10,10 @@ Authors' recipe: gray tiled to three channels, ``Normalize(.5, .5)``, ``RandomHo
 for training; the official train/val/test splits (so ``seed`` plays no role here).
 Images stay uint8 in memory at their native channel count (see
 :class:`~molabench.data.sources.PartsSplit`).
+
+A preset over the generic npz reader of :mod:`molabench.data.generic` (``data=npz_tasks`` reads
+any folder of such files): this module adds the nine tasks' names, class counts, paper columns,
+the MedMNIST+ size variants and the download.
 """
 
 from __future__ import annotations
@@ -22,13 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from molabench.atomic import atomic_write
 from molabench.data import DATASETS
 from molabench.data.augment import HorizontalFlip
 from molabench.data.base import MultiTaskData, TaskSpec
+from molabench.data.generic import read_npz_task
 from molabench.data.images import resize_uint8
 from molabench.data.sources import PartsSplit
 from molabench.errors import ConfigError, DataError
@@ -103,33 +105,6 @@ def _find_file(root: Path, task: str, size: int) -> Path | None:
     return None
 
 
-def _split_arrays(path: Path, task: MedMNISTTask, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, C, H, W) and int64 labels (N,) of one split, validated."""
-    try:
-        npz = np.load(path)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is not a readable .npz file ({e}); delete it and run {PREPARE.format(root=path.parent)}") from None
-    with npz:
-        missing = [k for k in (f"{split}_images", f"{split}_labels") if k not in npz.files]
-        if missing:
-            raise DataError(f"{path} lacks key(s) {missing} (has {npz.files}); it is not an official MedMNIST file")
-        images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] != 3):
-        raise DataError(f"{path}: {split}_images must be uint8 (N,H,W) or (N,H,W,3), got {images.dtype} {images.shape}")
-    labels = labels.reshape(len(labels), -1)
-    if labels.shape != (len(images), 1):
-        raise DataError(f"{path}: {split}_labels must have shape ({len(images)}, 1), got {labels.shape}")
-    labels = labels[:, 0].astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= task.num_classes):
-        raise DataError(
-            f"{path}: {split}_labels out of range [0, {task.num_classes}) for {task.name} "
-            f"(found {labels.min()}..{labels.max()}); the file is corrupt or not {task.name}"
-        )
-    x = torch.from_numpy(images)
-    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
-    return x.contiguous(), torch.from_numpy(labels)
-
-
 @DATASETS.register("medmnist")
 def build_medmnist(
     root: str | os.PathLike,
@@ -157,14 +132,20 @@ def build_medmnist(
             f"missing MedMNIST file(s) in {root_path}: {', '.join(missing)}; run {PREPARE.format(root=root_path)} "
             f"(needs internet) or pick present tasks with data.tasks=[...]"
         )
-    splits = {}
-    for split in SPLITS:
-        images, labels = [], []
-        for t in names:
-            x, y = _split_arrays(files[t], TASKS[t], split)  # type: ignore[arg-type]
-            images.append(resize_uint8(x, size))
-            labels.append(y)
-        splits[split] = PartsSplit(images, labels, channels=3)
+    # every split of every task (official keys, uint8, labels within the task's classes), read once per file
+    arrays = {
+        t: read_npz_task(
+            files[t],  # type: ignore[arg-type]
+            TASKS[t].num_classes,
+            required=[f"{s}_{k}" for s in SPLITS for k in ("images", "labels")],
+            hint=f"it is not an official MedMNIST {t} file: delete it and run {PREPARE.format(root=root_path)}",
+        )[0]
+        for t in names
+    }
+    splits = {
+        split: PartsSplit([resize_uint8(arrays[t][split][0], size) for t in names], [arrays[t][split][1] for t in names], channels=3)
+        for split in SPLITS
+    }
     return MultiTaskData(
         name="medmnist",
         setting="multi_input",
