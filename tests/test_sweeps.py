@@ -1,12 +1,12 @@
 """Every sweep config composes, and its sweep parameters parse into the runs the paper's tables need."""
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from molabench.config_path import config_dir
+
+CONFIGS = config_dir()  # the checkout's configs/ under an editable install, the package's otherwise
 SWEEPS = sorted(p.stem for p in (CONFIGS / "sweep").glob("*.yaml"))
 
 

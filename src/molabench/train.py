@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from molabench.config_path import config_dir
+
+CONFIG_DIR = config_dir()  # the package's configs (installed package data, or the checkout's configs/)
 GROUPS = ("data", "backbone", "head", "method", "trainer", "logger", "sweep")
 EXIT_USER_ERROR = 2
 _failures: list[str] = []
@@ -184,36 +186,70 @@ def _num(value: Any) -> str:
     return "nan" if not isinstance(value, (int, float)) or value != value else f"{value:.4g}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def _check_group_choices(argv: list[str]) -> None:
-    """Unknown config-group options get one line here instead of Hydra's multi-line report."""
+def _user_config_dirs(argv: list[str]) -> list[Path] | None:
+    """The folders ``hydra.searchpath=[...]`` / ``--config-dir`` add, or ``None`` when one of them
+    is not a local folder (a ``pkg://`` of a missing package, an interpolation, another scheme)
+    or the override does not parse: then Hydra alone judges the config-group choices."""
+    from molabench.config_path import user_config_dirs
     from molabench.errors import ConfigError
 
+    try:
+        folders = user_config_dirs(argv)
+    except Exception:  # a malformed hydra.searchpath: _check_overrides reports it
+        return None
+    local = [folder for folder in folders if folder is not None]
+    if len(local) < len(folders):
+        return None
+    for folder in local:
+        if not folder.is_dir():
+            raise ConfigError(f"config folder {folder} (hydra.searchpath / --config-dir) does not exist")
+    return local
+
+
+def _check_group_choices(argv: list[str]) -> None:
+    """Unknown config-group options get one line here instead of Hydra's multi-line report.
+    The options are the package's configs plus those of the user's folders on the search path."""
+    from molabench.errors import ConfigError
+
+    extra = _user_config_dirs(argv)
+    if extra is None:
+        return
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key.lstrip("+~") not in GROUPS:
             continue
         group = key.lstrip("+~")
-        available = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        available = sorted({p.stem for folder in (CONFIG_DIR, *extra) for p in (folder / group).glob("*.yaml")})
+        where = ", ".join([f"configs/{group}/", *(str(folder / group) + "/" for folder in extra)])
         for choice in value.split(","):
             if choice and choice not in available:
-                raise ConfigError(f"unknown {group} {choice!r}; choose one of: {', '.join(available)} (configs/{group}/)")
+                raise ConfigError(f"unknown {group} {choice!r}; choose one of: {', '.join(available)} ({where})")
+
+
+def _quote(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar (only quotes need escaping)."""
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 def _check_overrides(argv: list[str]) -> None:
     """Compose the first configuration of the command line once, so that malformed overrides,
-    unknown keys and broken interpolations fail with one line before Hydra starts."""
+    unknown keys and broken interpolations fail with one line before Hydra starts. The user's
+    config folders (``hydra.searchpath=[...]``, ``--config-dir``) are on the search path as in
+    the run itself."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
+    from molabench.config_path import search_path_entries, strip_config_dir_flags
     from molabench.errors import ConfigError
 
-    overrides = [a for a in argv if not a.startswith("-")]
+    overrides = [a for a in strip_config_dir_flags(argv) if not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
+        search_path = search_path_entries(argv)
     except Exception as exc:  # Hydra's grammar errors have no common public base class
         raise ConfigError(f"cannot parse the overrides {' '.join(overrides)!r}: {str(exc).splitlines()[0]}") from None
-    first = []
+    first = [f"hydra.searchpath=[{','.join(_quote(entry) for entry in search_path)}]"] if search_path else []
     for override in parsed:
         if override.key_or_group.startswith("hydra"):
             continue
