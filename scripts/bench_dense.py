@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backbone", default="resnet18_dilated", help="e.g. resnet50_dilated (NYUv2's, heads ~3x the encoder)")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the labels (default: all)")
     parser.add_argument("--out", type=Path, default=Path("results/bench/dense_step.json"))
     args = parser.parse_args()
     gflops = matmul_gflops(args.threads)
@@ -65,10 +67,16 @@ def main() -> None:
     data = build_data({"name": "scenes", "n_train": args.batch, "n_val": 2, "n_test": 2, "augment": False})
     batch = next(iter(BatchLoader(data, "train", args.batch, train=True)))
     labels = ["ew", "mola_grad", "mola_router", *GRADIENT_METHODS, "pcgrad[no-through]"]
+    if args.methods:
+        wanted = args.methods.split(",")
+        unknown = sorted(set(wanted) - set(labels))
+        if unknown or "ew" not in wanted:
+            parser.error(f"--methods must include ew and come from {', '.join(labels)}; unknown: {unknown}")
+        labels = [label for label in labels if label in wanted]
     runners = {}
     for label in labels:
         torch.manual_seed(0)
-        algorithm = build_algorithm(method_config(label), {"name": "resnet18_dilated"}, data, {"name": "psp"})
+        algorithm = build_algorithm(method_config(label), {"name": args.backbone}, data, {"name": "psp"})
         if label.endswith("[no-through]"):
             algorithm.arch.shared_behind_representation = False
         algorithm.optimizer = build_optimizer(algorithm.trainable_parameters(), {"name": "adam", "lr": 1e-4})
@@ -91,11 +99,11 @@ def main() -> None:
         }
         for label, ts in times.items()
     }
-    gradient = {k: v["ratio_to_ew"] for k, v in runs.items() if k in GRADIENT_METHODS}
+    gradient = {k: v["ratio_to_ew"] for k, v in runs.items() if k in GRADIENT_METHODS} or {"none": float("nan")}
     result = {
         "config": {
             "data": "scenes 96x128, augment off", "batch": args.batch, "tasks": 3, "setting": "single_input",
-            "backbone": "resnet18_dilated (output stride 8)", "head": "psp (128 channels)", "optimizer": "adam",
+            "backbone": f"{args.backbone} (output stride 8)", "head": "psp (map channels / 4)", "optimizer": "adam",
             "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "matmul_gflops_fp32": round(gflops, 1), "wall_s": round(time.time() - started, 1),
