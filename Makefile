@@ -24,7 +24,7 @@ tables: install
 	$(PY) -m molabench.report.tables
 
 bench: install
-	@set -e; for script in scripts/bench_*.py; do echo "== $$script"; $(PY) $$script; done
+	@set -e; $(PY) scripts/bench_machine.py; for script in scripts/bench_*.py; do [ $$script = scripts/bench_machine.py ] && continue; echo "== $$script"; $(PY) $$script; done
 
 lint: install
 	$(VENV)/bin/ruff check src tests scripts

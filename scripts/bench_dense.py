@@ -27,20 +27,9 @@ from molabench.data import build_data
 from molabench.data.loader import BatchLoader
 from molabench.engine.algorithm import build_algorithm
 from molabench.engine.optim import build_optimizer
+from molabench.machine import matmul_gflops
 
 GRADIENT_METHODS = ["mgda", "mgda_ub", "pcgrad", "cagrad", "graddrop", "gradvac", "imtl", "nash_mtl", "aligned_mtl", "aligned_mtl_ub"]
-
-
-def matmul_gflops(threads: int, size: int = 1024, repeats: int = 20) -> float:
-    """fp32 matmul speed of this machine at ``threads`` threads (best of ``repeats``)."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def method_config(label: str) -> dict:

@@ -82,10 +82,12 @@ def _table(records: list[dict[str, Any]], reference: dict[str, tuple[float, int]
 
 def main(argv: list[str] | None = None) -> int:
     from molabench.errors import MolabenchError
+    from molabench.machine import matmul_gflops
     from molabench.train import EXIT_USER_ERROR, run
 
     extra = list(sys.argv[1:] if argv is None else argv)
     records: list[dict[str, Any]] = []
+    gflops = matmul_gflops(threads=None, repeats=10)
     started = time.perf_counter()
     unit: float | None = None  # seconds per unit of RELATIVE_COST, once measured
     print(f"molabench demo: {', '.join(METHODS)} on the built-in shapes data (small budget)", flush=True)
@@ -107,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = Path(records[-1]["config"]["results_dir"])
     print()
     print(_table(records, _full_budget_averages(results_dir)))
-    print(f"\ntotal {time.perf_counter() - started:.0f} s; records under {results_dir / 'runs' / 'demo'}")
+    total = time.perf_counter() - started
+    print(
+        f"\ntotal {total:.0f} s on a machine with {gflops:.0f} GFLOP/s fp32 matmul "
+        f"(about {total * gflops / 70:.0f} s at 70 GFLOP/s); records under {results_dir / 'runs' / 'demo'}"
+    )
     return 0
 
 
