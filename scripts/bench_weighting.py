@@ -1,10 +1,16 @@
 """Training-step time of every weighting method, relative to EW.
 
 HPS on torchvision ResNet-18, 28x28 RGB inputs, batch 128, T = 3 and 9 tasks, in the
-multi-input setting (each sample has one task) and the single-input setting (every task on
-every sample). Methods are interleaved round-robin in one process and the median over rounds
-is reported, so slow drifts of a shared machine hit all methods alike. Also records how close
-the one-backward ``sample_groups`` per-task gradients are to the exact ones (train-mode BN).
+multi-input setting (each sample has one task) with BatchNorm statistics per task
+(``trainer.bn_stats=per_task``) and over the whole batch (``batch``), and the single-input setting
+(every task on every sample; whole-batch statistics). Every method of a run uses the same model,
+so a ratio to EW compares the weighting alone. Methods are interleaved round-robin in one process
+and the median over rounds is reported, so slow drifts of a shared machine hit all methods alike.
+
+Accuracy, per gradient method: ``exact_vs_reference_cosine`` is the cosine between the update
+direction of the default path (``grad_mode=auto``) and that of exact per-task gradients
+(``grad_mode=exact``: one backward per task), same weights, batch and random state (multi-input
+runs). ``sample_groups_vs_exact`` compares the per-task gradient matrices themselves.
 
     .venv/bin/python scripts/bench_weighting.py [--rounds 3] [--out results/bench/weighting_step.json]
 """
@@ -24,34 +30,51 @@ import torch.nn.functional as F
 from molabench.architectures import ARCHITECTURES, load_all
 from molabench.atomic import write_json_atomic
 from molabench.data.base import TaskSpec
+from molabench.engine.algorithm import MultiTaskAlgorithm
 from molabench.engine.optim import build_optimizer
 from molabench.models.backbones import build_backbone
 from molabench.weighting import WEIGHTINGS, StepContext, build
 from molabench.weighting import load_all as load_weightings
-from molabench.weighting.pertask import task_gradients
+from molabench.weighting.gradient import GradientWeighting
+from molabench.weighting.pertask import self_check, task_gradients
 
 GRADIENT_METHODS = ["mgda", "mgda_ub", "pcgrad", "cagrad", "graddrop", "gradvac", "imtl", "nash_mtl", "aligned_mtl", "aligned_mtl_ub"]
 EXTRA_VARIANTS = {"pcgrad[exact]": ("pcgrad", {"grad_mode": "exact"})}
 
 
-def make_setup(T: int, setting: str, batch: int, seed: int = 0):
+def make_setup(T: int, setting: str, batch: int, seed: int = 0, bn_stats: str = "batch"):
+    """HPS model, batch (sorted by task, as the training step sorts it for per-task statistics) and
+    the model's task-norm context (``None`` without per-task statistics)."""
     torch.manual_seed(seed)
     tasks = [TaskSpec(f"t{i}", 10) for i in range(T)]
     model = ARCHITECTURES.build("hps", tasks=tasks, setting=setting, backbone=lambda: build_backbone("resnet18"))
+    algorithm = MultiTaskAlgorithm(model, build("ew"), {}, bn_stats)  # converts the BatchNorm layers for per_task
     x = torch.randn(batch, 3, 28, 28)
     task = torch.arange(batch) % T if setting == "multi_input" else torch.zeros(batch, dtype=torch.long)
     y = torch.randint(0, 10, (batch, T))
-    return model, x, task, y
+    if algorithm.task_norm_layers:
+        order = torch.argsort(task, stable=True)
+        x, task, y = x[order], task[order], y[order]
+    return model, x, task, y, (algorithm.task_norm if algorithm.task_norm_layers else None)
 
 
-def step(model, weighting, opt, x, task, y, T: int, i: int) -> float:
-    start = time.perf_counter()
-    opt.zero_grad(set_to_none=True)
-    fw = model(x, task)
+def forward(model, norm, x, task, y):
+    if norm is None:
+        fw = model(x, task)
+    else:
+        with norm.scope(task):
+            fw = model(x, task)
     losses = torch.stack([
         F.cross_entropy(o, y[g, t]) if o is not None else x.new_zeros(())
         for t, (o, g) in enumerate(zip(fw.outputs, fw.groups, strict=True))
     ])
+    return fw, losses
+
+
+def step(model, norm, weighting, opt, x, task, y, T: int, i: int) -> float:
+    start = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    fw, losses = forward(model, norm, x, task, y)
     present = torch.tensor([o is not None for o in fw.outputs])
     ctx = StepContext(
         losses=losses, present=present, shared_params=list(model.shared_parameters()),
@@ -63,20 +86,46 @@ def step(model, weighting, opt, x, task, y, T: int, i: int) -> float:
     return time.perf_counter() - start
 
 
-def grad_agreement(T: int, batch: int) -> dict[str, float]:
-    """Cosine between exact and sample-group per-task gradients (train-mode BN, at init)."""
-    model, x, task, y = make_setup(T, "multi_input", batch, seed=1)
+def direction(model, norm, weighting, x, task, y, seed: int = 0) -> torch.Tensor:
+    """The update direction of the shared parameters (their .grad after ``backward``)."""
+    model.zero_grad(set_to_none=True)
+    fw, losses = forward(model, norm, x, task, y)
+    present = torch.tensor([o is not None for o in fw.outputs])
+    torch.manual_seed(seed)  # PCGrad's order, GradDrop's thresholds: the same draws for both paths
+    weighting.backward(StepContext(
+        losses=losses, present=present, shared_params=list(model.shared_parameters()),
+        task_params=list(model.task_specific_parameters()), representation=fw.representation, groups=fw.groups,
+    ))
+    return torch.cat([p.grad.reshape(-1) for p in model.shared_parameters() if p.grad is not None])
+
+
+def exact_vs_reference(model, norm, x, task, y, T: int) -> dict[str, float]:
+    """Per gradient method: cosine between the default path's direction and the exact-gradient one."""
+    out = {}
+    for name in WEIGHTINGS.names():
+        default = build(name, num_tasks=T)
+        if not isinstance(default, GradientWeighting):
+            continue
+        reference = build(name, num_tasks=T, grad_mode="exact")
+        a = direction(model, norm, default, x, task, y)
+        b = direction(model, norm, reference, x, task, y)
+        out[name] = float(F.cosine_similarity(a.double(), b.double(), dim=0))  # float32 sums over 11M terms drift ~1e-3
+    return out
+
+
+def grad_agreement(T: int, batch: int, bn_stats: str) -> dict[str, float]:
+    """Cosine between exact and one-backward (``sample_groups``) per-task gradients, at init."""
+    model, x, task, y, norm = make_setup(T, "multi_input", batch, seed=1, bn_stats=bn_stats)
     out = {}
     for mode in ("exact", "sample_groups"):
-        fw = model(x, task)
-        losses = torch.stack([F.cross_entropy(o, y[g, t]) for t, (o, g) in enumerate(zip(fw.outputs, fw.groups, strict=True))])
+        fw, losses = forward(model, norm, x, task, y)
         out[mode] = task_gradients(losses, list(model.shared_parameters()), [], fw.groups, mode).G  # type: ignore[arg-type]
-    cos = F.cosine_similarity(out["exact"], out["sample_groups"], dim=1)
+    cos = F.cosine_similarity(out["exact"].double(), out["sample_groups"].double(), dim=1)
     return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
 
 
-def bench(T: int, setting: str, rounds: int, batch: int) -> dict[str, dict[str, float]]:
-    model, x, task, y = make_setup(T, setting, batch)
+def bench(T: int, setting: str, rounds: int, batch: int, bn_stats: str) -> dict[str, dict[str, float]]:
+    model, x, task, y, norm = make_setup(T, setting, batch, bn_stats=bn_stats)
     methods = {name: (name, {}) for name in WEIGHTINGS.names()}
     if setting == "multi_input":
         methods.update(EXTRA_VARIANTS)
@@ -90,16 +139,22 @@ def bench(T: int, setting: str, rounds: int, batch: int) -> dict[str, dict[str, 
     for r in range(rounds + 1):  # round 0 warms up
         for label, (w, opt) in runners.items():
             model.load_state_dict(state0)  # same weights for everyone: comparable solver work
-            dt = step(model, w, opt, x, task, y, T, r)
+            dt = step(model, norm, w, opt, x, task, y, T, r)
             if r:
                 times[label].append(dt)
     ew = statistics.median(times["ew"])
-    return {
+    out: dict[str, dict[str, float]] = {
         label: {"median_s": statistics.median(ts), "ratio_to_ew": statistics.median(ts) / ew, "rounds": len(ts)}
         for label, ts in times.items()
     }
-
-
+    for label, (w, _) in runners.items():
+        if isinstance(w, GradientWeighting):
+            out[label]["path"] = ",".join(sorted(w.path_counts))  # type: ignore[assignment]
+    if setting == "multi_input":
+        model.load_state_dict(state0)
+        for name, cos in exact_vs_reference(model, norm, x, task, y, T).items():
+            out[name]["exact_vs_reference_cosine"] = cos
+    return out
 
 
 def main() -> None:
@@ -108,6 +163,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--tasks", type=int, nargs="+", default=[3, 9])
     parser.add_argument("--settings", nargs="+", default=["multi_input", "single_input"])
+    parser.add_argument("--bn-stats", nargs="+", default=["per_task", "batch"], help="multi-input runs (single-input: batch)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/bench/weighting_step.json"))
     args = parser.parse_args()
@@ -120,21 +176,30 @@ def main() -> None:
             "architecture": "hps", "backbone": "resnet18 (torchvision, standard stem)", "input": "3x28x28",
             "batch": args.batch, "rounds": args.rounds, "threads": args.threads, "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "note": "median over interleaved rounds; step = zero_grad + forward + weighting.backward + SGD step",
+            "sample_groups_self_check": self_check(),
+            "note": "median over interleaved rounds; step = zero_grad + forward + weighting.backward + SGD step; "
+                    "ratio_to_ew: to EW on the same model (same bn_stats)",
         },
         "runs": {},
+        "sample_groups_vs_exact": {},
     }
     for setting in args.settings:
-        for T in args.tasks:
-            key = f"{setting}/T={T}"
-            results["runs"][key] = bench(T, setting, args.rounds, args.batch)  # type: ignore[index]
-            worst = max(v["ratio_to_ew"] for k, v in results["runs"][key].items() if k in GRADIENT_METHODS)  # type: ignore[index]
-            print(f"{key}: worst gradient-method ratio {worst:.2f}x EW ({time.time() - started:.0f}s)", flush=True)
-    results["sample_groups_vs_exact"] = {f"T={T}": grad_agreement(T, args.batch) for T in args.tasks}
+        for bn_stats in args.bn_stats if setting == "multi_input" else ["batch"]:
+            for T in args.tasks:
+                key = f"{setting}/T={T}" + (f"/bn_stats={bn_stats}" if setting == "multi_input" else "")
+                run = bench(T, setting, args.rounds, args.batch, bn_stats)
+                results["runs"][key] = run  # type: ignore[index]
+                worst = max(v["ratio_to_ew"] for k, v in run.items() if k in GRADIENT_METHODS)
+                print(f"{key}: worst gradient-method ratio {worst:.2f}x EW ({time.time() - started:.0f}s)", flush=True)
+                if setting == "multi_input":
+                    results["sample_groups_vs_exact"][f"T={T}/bn_stats={bn_stats}"] = grad_agreement(T, args.batch, bn_stats)  # type: ignore[index]
     results["config"]["wall_s"] = round(time.time() - started, 1)  # type: ignore[index]
     write_json_atomic(args.out, results)
     for key, run in results["runs"].items():  # type: ignore[union-attr]
         print(key, " ".join(f"{k}={v['ratio_to_ew']:.2f}" for k, v in run.items()))
+        cos = {k: round(v["exact_vs_reference_cosine"], 6) for k, v in run.items() if "exact_vs_reference_cosine" in v}
+        if cos:
+            print("  exact_vs_reference_cosine:", cos)
     print("sample_groups vs exact:", results["sample_groups_vs_exact"])
 
 

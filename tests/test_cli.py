@@ -165,7 +165,7 @@ def test_a_skipped_image_is_one_warning_line_and_kept_in_the_record(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_leaves_a_failed_record(tmp_path):
+def test_an_interrupted_run_leaves_an_interrupted_record_and_a_checkpoint(tmp_path):
     import signal
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -175,7 +175,8 @@ def test_an_interrupted_run_leaves_a_failed_record(tmp_path):
             if line.startswith("epoch="):
                 proc.send_signal(signal.SIGINT)
                 break
-        proc.communicate(timeout=120)
-    assert proc.returncode != 0
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err
     (record,) = records(tmp_path)
-    assert record["status"] == "failed" and record["error"].startswith("KeyboardInterrupt")
+    assert record["status"] == "interrupted" and record["error"] == "interrupted by SIGINT" and record["resumable"]
+    assert Path(record["checkpoint"]).is_file()

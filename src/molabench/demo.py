@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from molabench.train import EXIT_USER_ERROR, run
 
     extra = list(sys.argv[1:] if argv is None else argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # a fresh run per demo: runs are otherwise resumed/skipped by identity
     records: list[dict[str, Any]] = []
     gflops = matmul_gflops(threads=None, repeats=10)
     started = time.perf_counter()
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         left = sum(RELATIVE_COST[m] for m in METHODS[i:])
         eta = f", about {unit * left:.0f} s left" if unit else ""
         print(f"[{i + 1}/{len(METHODS)}] training {method}{eta}", flush=True)
-        overrides = [*BUDGET, f"method={method}", "logger.quiet=true", *extra]
+        overrides = [*BUDGET, f"method={method}", f"run_id={method}-{stamp}", "logger.quiet=true", *extra]
         try:
             cfg = _compose(overrides)
             t0 = time.perf_counter()

@@ -4,26 +4,33 @@ Hydra composes ``data``, ``backbone``, ``method``, ``trainer`` and ``logger`` (s
 ``configs/``); ``-m`` sweeps any of them. Each run trains one algorithm and writes one
 record (``molabench.report.records``). User errors end with one ``error:`` line and exit
 code 2; the run's record then says ``failed``.
+
+Runs are resumable (``docs/long_runs.md``): a run's id comes from its configuration, so the
+same command finds the run again and, by ``trainer.resume``, skips it when complete or resumes
+it from its checkpoint. SIGTERM/SIGINT checkpoint and exit with 128 + the signal. A multirun
+ends with a summary of its jobs (complete, skipped, failed with their errors, interrupted) and
+a non-zero exit when one failed, with either launcher; a failing job never stops the others.
 """
 
 from __future__ import annotations
 
 import random
-import secrets
 import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from molabench.config_path import config_dir
+
+if TYPE_CHECKING:
+    from molabench.engine.checkpoint import CheckpointSchedule
 
 CONFIG_DIR = config_dir()  # the package's configs (installed package data, or the checkout's configs/)
 GROUPS = ("data", "backbone", "head", "method", "trainer", "logger", "sweep")
 EXIT_USER_ERROR = 2
-_failures: list[str] = []
 
 
 def _count(params: Any) -> int:
@@ -71,32 +78,205 @@ def _warnings_into(record: dict[str, Any]) -> Iterator[None]:
         yield
 
 
+def _read_record(path: Path) -> dict[str, Any] | None:
+    import json
+
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"warning: ignoring the unreadable record {path}: {exc}", file=sys.stderr)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _resume_plan(policy: str, previous: dict[str, Any] | None, identity: str, checkpoint: Path, run_id: str) -> tuple[str, dict[str, Any] | None]:
+    """What to do with run ``run_id`` given its folder's record and checkpoint and the policy
+    ``trainer.resume``: ``("skip", record)`` (complete already), ``("resume", checkpoint state)``
+    or ``("fresh", None)``; a ConfigError where the policy forbids all three."""
+    from molabench.engine.checkpoint import load_checkpoint
+    from molabench.errors import ConfigError
+
+    where = checkpoint.parent
+    status = (previous or {}).get("status")
+    if previous is not None and previous.get("identity") != identity:
+        if status == "complete" or policy != "never":
+            other = "a different configuration" if previous.get("identity") else "an unknown configuration (an older record)"
+            raise ConfigError(
+                f"run_id={run_id} already holds a {status or 'unknown'} run of {other} ({where}); "
+                "choose another run_id, delete that folder"
+                + (" or set trainer.resume=never to replace the unfinished run" if status != "complete" else "")
+            )
+        return "fresh", None
+    if status == "complete":
+        if policy == "never":
+            raise ConfigError(
+                f"run {run_id} is already complete ({where / 'record.json'}) and trainer.resume=never would train it again; "
+                "delete that folder or choose another run_id"
+            )
+        return "skip", previous
+    state = None
+    if checkpoint.is_file() and policy != "never":
+        try:
+            state = load_checkpoint(checkpoint)
+        except Exception as exc:  # a checkpoint from another version, or damaged outside molabench
+            if policy == "must":
+                raise ConfigError(f"cannot resume run {run_id}: its checkpoint {checkpoint} does not load ({exc})") from None
+            print(f"warning: starting run {run_id} afresh: its checkpoint {checkpoint} does not load ({exc})", file=sys.stderr)
+        else:
+            if state.get("identity") != identity:
+                if policy == "must":
+                    raise ConfigError(f"cannot resume run {run_id}: its checkpoint {checkpoint} belongs to another configuration")
+                print(f"warning: starting run {run_id} afresh: its checkpoint belongs to another configuration", file=sys.stderr)
+                state = None
+    if state is not None:
+        return "resume", state
+    if policy == "must":
+        raise ConfigError(f"trainer.resume=must but run {run_id} has no checkpoint to resume ({checkpoint}); use trainer.resume=auto")
+    return "fresh", None
+
+
+def _prepare_run_folder(results_dir: Path, run_dir: Path) -> Any:
+    """Create the run folder, prove it writable and lock it (see RunLock); one-line errors."""
+    from molabench.engine.checkpoint import RunLock
+    from molabench.errors import ConfigError
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        acquired = lock.acquire()
+    except OSError as exc:
+        raise ConfigError(f"results_dir {str(results_dir)!r} is not writable ({exc.strerror or exc}): choose another results_dir") from None
+    if not acquired:
+        raise ConfigError(
+            f"run {run_dir.name} is being trained by another process (pid {lock.holder()}) in {run_dir}; "
+            "wait for it, or stop it first"
+        )
+    return lock
+
+
 def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -> dict[str, Any]:
-    """Train one configuration and write its record; returns the record."""
+    """Train one configuration (or resume it, or skip it when already complete; ``trainer.resume``)
+    and write its record; returns the record (``skipped: True`` when it was complete already).
+
+    The record exists from the start (``running``, with the checkpoint's path and a heartbeat),
+    is updated every epoch and ends ``complete``, ``failed`` (with the error) or ``interrupted``
+    (SIGTERM/SIGINT; resumable). Raises :class:`~molabench.engine.checkpoint.Interrupted` on a
+    signal, after the checkpoint and the record are written."""
+    from molabench.engine.checkpoint import (
+        CHECKPOINT_NAME,
+        RESUME_POLICIES,
+        CheckpointSchedule,
+        check_run_path,
+        fingerprint,
+    )
+    from molabench.errors import ConfigError
+    from molabench.report.records import RECORD_NAME
+
+    method, seed = cfg["method"]["name"], int(cfg["seed"])
+    policy = str(cfg["trainer"].get("resume") or "auto")
+    if policy not in RESUME_POLICIES:
+        raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_POLICIES)}, got {policy!r}")
+    schedule = CheckpointSchedule.parse(cfg["trainer"].get("checkpoint_every", 1))
+    identity = fingerprint(cfg)
+    run_id = str(cfg.get("run_id") or f"{method}-s{seed}-{identity[:8]}")
+    experiment = str(cfg["experiment"])
+    check_run_path(experiment, run_id)
+    results_dir = Path(str(cfg["results_dir"])).expanduser()
+    run_dir = results_dir / "runs" / experiment / run_id
+    record_path, checkpoint_path = run_dir / RECORD_NAME, run_dir / CHECKPOINT_NAME
+    lock = _prepare_run_folder(results_dir, run_dir)
+    try:
+        for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed while writing (we hold the lock)
+            stale.unlink(missing_ok=True)
+        previous = _read_record(record_path)
+        plan, state = _resume_plan(policy, previous, identity, checkpoint_path, run_id)
+        if plan == "skip":
+            assert state is not None
+            return {**state, "path": str(record_path), "skipped": True}
+        return _train(
+            cfg, task_overrides, parallel_job, run_id=run_id, identity=identity, run_dir=run_dir, schedule=schedule,
+            resume=state, previous=previous if plan == "resume" else None,
+        )
+    finally:
+        lock.release()
+
+
+def _train(
+    cfg: Mapping[str, Any],
+    task_overrides: list[str],
+    parallel_job: bool,
+    *,
+    run_id: str,
+    identity: str,
+    run_dir: Path,
+    schedule: CheckpointSchedule,
+    resume: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Train (or resume, from ``resume``) the run of ``run_dir``, keeping its record up to date."""
+    import os
+    import platform
+
     import torch
 
     from molabench.data import build_data
     from molabench.engine.algorithm import build_algorithm, build_architecture
+    from molabench.engine.checkpoint import CHECKPOINT_NAME, Checkpointer, Interrupted, SignalGuard
     from molabench.engine.trainer import fit
+    from molabench.errors import ConfigError
     from molabench.loggers import build_logger
     from molabench.report.records import RECORD_NAME, environment, variant_overrides, write_json_atomic
     from molabench.report.summary import run_summary
 
     method, seed = cfg["method"]["name"], int(cfg["seed"])
-    run_id = cfg.get("run_id") or f"{method}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    run_dir = Path(cfg["results_dir"]) / "runs" / str(cfg["experiment"]) / run_id
+    record_path, checkpoint_path = run_dir / RECORD_NAME, run_dir / CHECKPOINT_NAME
+    earlier = previous or {}
     record: dict[str, Any] = {
         "run_id": run_id,
+        "identity": identity,
         "experiment": cfg["experiment"],
         "method": method,
         "data": cfg["data"]["name"],
         "seed": seed,
         "overrides": variant_overrides(task_overrides),
         "status": "running",
+        "checkpoint": str(checkpoint_path),
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "started": time.time(),
+        "heartbeat": time.time(),
+        "attempts": int(earlier.get("attempts") or 0) + 1,
         "config": dict(cfg),
     }
+    if resume is not None:
+        at = resume["position"]
+        record["resumed_from"] = {"epoch": int(at["epoch"]), "step": int(at["step"]), "phase": at["phase"], "status": earlier.get("status")}
     started = time.time()
-    with _warnings_into(record):
+    wall_before = float(earlier.get("wall_s") or 0.0) if resume is not None else 0.0
+    with SignalGuard() as guard, _warnings_into(record):
+
+        def write_record() -> None:
+            record["heartbeat"] = time.time()
+            record["wall_s"] = wall_before + time.time() - started
+            with guard.deferred():  # a signal waits for the write to finish
+                write_json_atomic(record_path, record)
+
+        def on_progress(progress: dict[str, Any]) -> None:
+            record["progress"] = {k: v for k, v in progress.items() if k != "history"}
+            record["history"] = progress["history"]
+            record["checkpoint_writes"] = checkpoints.describe()
+            write_record()
+
+        try:
+            write_record()
+        except OSError as exc:
+            raise ConfigError(f"cannot write the run record {record_path} ({exc.strerror or exc}): choose another results_dir") from None
+        if resume is not None:
+            at = record["resumed_from"]
+            print(f"resuming run {run_id} at epoch {at['epoch'] + 1} ({at['phase']}, step {at['step']}) from {checkpoint_path}", file=sys.stderr)
+        checkpoints = Checkpointer(checkpoint_path, schedule, identity, resume, on_progress)
         try:
             if cfg["trainer"].get("threads"):
                 torch.set_num_threads(int(cfg["trainer"]["threads"]))
@@ -110,7 +290,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
             record["setting"] = data.setting
             _seed_everything(seed)
             head = cfg.get("head")
-            algorithm = build_algorithm(cfg["method"], cfg["backbone"], data, head)
+            algorithm = build_algorithm(cfg["method"], cfg["backbone"], data, head, bn_stats=str(cfg["trainer"].get("bn_stats") or "batch"))
             hps_total = _count(build_architecture({"architecture": {"name": "hps"}}, cfg["backbone"], data, head).parameters())
             total = _count(algorithm.parameters())
             params = {"total": total, "trainable": _count(algorithm.trainable_parameters()), "added": total - hps_total, "hps_total": hps_total}
@@ -120,31 +300,45 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
             logger = build_logger(cfg["logger"], cfg, run_id, str(run_dir))
             progress = cfg["trainer"].get("progress", "auto")
             show = sys.stderr.isatty() if progress == "auto" else bool(progress)
-            result = fit(algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job)
+            result = fit(algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job, checkpoints=checkpoints, guard=guard)
+            record.pop("progress", None)
             record.update(
                 status="complete",
                 metrics=result.metrics,
                 history=result.history,
                 selection={**result.selection, "epoch": result.selected_epoch},
                 timing=result.timing,
+                gradients=algorithm.describe(),  # gradient mode / paths and BatchNorm statistics in effect
             )
             if result.notes:
                 record["notes"] = result.notes
-            record["summary"] = run_summary(record, Path(cfg["results_dir"]) / "runs")
+            record["summary"] = run_summary(record, Path(str(cfg["results_dir"])).expanduser() / "runs")
             final = result.metrics.get("test") or result.metrics.get("val") or {}
             logger.finish({**{f"final/{k}": v for k, v in _flat(final).items()}, "final/delta_m": record["summary"].get("delta_m")})
             if cfg["trainer"].get("checkpoint"):
                 from molabench.atomic import atomic_write
 
-                atomic_write(run_dir / "model.pt", lambda tmp: torch.save(algorithm.state_dict(), tmp))
-        except BaseException as exc:  # user error, bug or Ctrl-C: the record says so; the caller reports it
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                with guard.deferred():
+                    atomic_write(run_dir / "model.pt", lambda tmp: torch.save(algorithm.state_dict(), tmp))
+        except Interrupted as exc:
+            record.update(status="interrupted", error=str(exc), resumable=checkpoint_path.is_file())
+            raise
+        except KeyboardInterrupt:  # no guard (not the main thread): nothing was checkpointed now
+            record.update(status="interrupted", error="KeyboardInterrupt", resumable=checkpoint_path.is_file())
+            raise
+        except BaseException as exc:  # user error or bug: the record says so; the caller reports it
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", resumable=checkpoint_path.is_file())
             raise
         finally:
             record["env"] = environment(locals().get("device", "unknown"))
-            record["wall_s"] = time.time() - started
-            write_json_atomic(run_dir / RECORD_NAME, record)
-            record["path"] = str(run_dir / RECORD_NAME)
+            record["checkpoint_writes"] = checkpoints.describe()
+            try:
+                write_record()
+            except OSError as exc:
+                print(f"warning: could not write the record {record_path}: {exc}", file=sys.stderr)
+            record["path"] = str(record_path)
+    if record["status"] == "complete":
+        checkpoint_path.unlink(missing_ok=True)  # the record is complete: the training state is no longer needed
     return record
 
 
@@ -266,33 +460,195 @@ def _check_overrides(argv: list[str]) -> None:
         raise ConfigError(f"invalid configuration: {message}") from None
 
 
+SWEEP_ENV = "MOLABENCH_SWEEP_LOG"  # the folder where the jobs of one command report (set by main)
+_STOP = "STOP"  # a file in that folder: the sweep was asked to stop; jobs not yet started skip
+
+
+def _sweep_log() -> Path | None:
+    import os
+
+    folder = os.environ.get(SWEEP_ENV)
+    return Path(folder) if folder else None
+
+
+def _report_job(num: int, **fields: Any) -> None:
+    """Write job ``num``'s status into the sweep's log folder (read by :func:`_sweep_summary`,
+    also from the joblib launcher's worker processes)."""
+    import os
+
+    from molabench.atomic import write_json_atomic
+
+    folder = _sweep_log()
+    if folder is not None:
+        write_json_atomic(folder / f"{num}.json", {"num": num, "pid": os.getpid(), "time": time.time(), **fields})
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def _task(cfg: Any) -> None:
+    """Hydra's task: one run. In a multirun every outcome is reported as the job's status (see
+    :func:`_sweep_summary`) and nothing is raised, so a failing job never stops the others; a
+    SIGTERM/SIGINT stops the sweep after the running jobs have checkpointed."""
+    import traceback
+
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from molabench.engine.checkpoint import Interrupted, received_signal
     from molabench.errors import MolabenchError
 
     hydra_cfg = HydraConfig.get()
     parallel = "joblib" in str(hydra_cfg.launcher.get("_target_", ""))
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    num = int(hydra_cfg.job.get("num") or 0)
+    job = " ".join(hydra_cfg.overrides.task)
+    log = _sweep_log() if multirun else None
+    report = (lambda **fields: _report_job(num, overrides=job, **fields)) if log is not None else (lambda **fields: None)
+    if log is not None and ((log / _STOP).exists() or received_signal() is not None):
+        report(status="not started", error="the sweep was interrupted before this job")
+        return
+    report(status="running")
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as exc:  # omegaconf raises several unrelated types for bad interpolations
-        print(f"error: invalid configuration: {exc}".splitlines()[0], file=sys.stderr)
-        raise SystemExit(EXIT_USER_ERROR) from None
-    try:
-        record = run(resolved, list(hydra_cfg.overrides.task), parallel)
-    except MolabenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        _failures.append(str(exc))
+        message = _one_line(f"invalid configuration: {exc}")
+        print(f"error: {message}", file=sys.stderr)
+        report(status="failed", error=message)
         if not multirun:
             raise SystemExit(EXIT_USER_ERROR) from None
         return
+    try:
+        record = run(resolved, list(hydra_cfg.overrides.task), parallel)
+    except Interrupted as exc:
+        print(f"interrupted ({exc}): the checkpoint and the record are saved; run the same command again to resume", file=sys.stderr)
+        report(status="interrupted", error=str(exc), signal=exc.signum)
+        if log is not None:
+            (log / _STOP).touch()
+            return
+        raise SystemExit(exc.exit_code) from None
+    except MolabenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        report(status="failed", error=_one_line(str(exc)), user_error=True)
+        if not multirun:
+            raise SystemExit(EXIT_USER_ERROR) from None
+        return
+    except Exception as exc:  # a bug: its traceback, and in a sweep the other jobs still run
+        if not multirun:
+            raise
+        traceback.print_exc()
+        report(status="failed", error=_one_line(f"{type(exc).__name__}: {exc}"))
+        return
+    if record.get("skipped"):
+        print(f"run {record['run_id']} is already complete ({record['path']}); nothing to do", file=sys.stderr)
+        report(status="skipped", run_id=record["run_id"], record=record["path"])
+        if not parallel and not multirun:
+            print_summary(record)
+        return
+    report(status="complete", run_id=record["run_id"], record=record["path"])
     if not parallel:
         print_summary(record)
 
 
+def _sweep_summary(folder: Path) -> int:
+    """Print the jobs' outcomes of a multirun (complete, skipped, failed with their one-line
+    errors, interrupted, not started) and return the exit code they call for: 0 when every job
+    is complete or skipped, 128 + the signal when a job was interrupted, 2 when jobs failed on
+    user errors only, else 1. Nothing is printed when no job reported (a single run)."""
+    import json
+
+    jobs = []
+    for path in folder.glob("*.json"):
+        try:
+            jobs.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    if not jobs:
+        return 0
+    jobs.sort(key=lambda job: int(job["num"]))
+    for job in jobs:
+        if job["status"] == "running":  # reported a start, never an end: its process died
+            job.update(status="failed", error="the job's process ended without a result (killed? out of memory?)")
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job["status"]] = counts.get(job["status"], 0) + 1
+    order = ("complete", "skipped", "failed", "interrupted", "not started")
+    parts = [f"{counts[s]} {s}" + (" (already complete)" if s == "skipped" else "") for s in order if counts.get(s)]
+    print(f"\nsweep summary: {len(jobs)} job(s): {', '.join(parts)}")
+    for job in jobs:
+        if job["status"] in ("failed", "interrupted"):
+            print(f"  {job['status']:<11} #{job['num']} {job.get('overrides') or '(no overrides)'}: {job.get('error')}")
+    signals = [int(job["signal"]) for job in jobs if job["status"] == "interrupted" and job.get("signal")]
+    failed = [job for job in jobs if job["status"] == "failed"]
+    if signals:
+        return 128 + signals[0]
+    if failed:
+        return EXIT_USER_ERROR if all(job.get("user_error") for job in failed) else 1
+    return 0
+
+
+class _ParentSignals:
+    """SIGTERM/SIGINT in the main process outside a run's own handling: in a multirun, ask the
+    sweep to stop (jobs not yet started are skipped) and pass the signal on to the jobs running in
+    other processes (the joblib launcher's workers), which checkpoint and stop; otherwise stop
+    now (:class:`~molabench.engine.checkpoint.Interrupted`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _ParentSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        import json
+        import os
+
+        from molabench.engine.checkpoint import Interrupted, note_signal
+
+        first = self.folder.exists() and not (self.folder / _STOP).exists()
+        note_signal(signum)
+        jobs = list(self.folder.glob("*.json")) if self.folder.exists() else []
+        if not jobs or not first:
+            raise Interrupted(signum)
+        (self.folder / _STOP).touch()
+        print(f"{signal_name(signum)}: stopping the sweep; running jobs checkpoint first", file=sys.stderr)
+        for path in jobs:
+            try:
+                job = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if job.get("status") == "running" and int(job.get("pid", 0)) not in (0, os.getpid()):
+                with suppress(OSError):  # the job ended meanwhile
+                    os.kill(int(job["pid"]), signum)
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
 def main() -> None:
+    import os
+    import shutil
+    import tempfile
+
+    from molabench.engine.checkpoint import Interrupted, received_signal
     from molabench.errors import MolabenchError
 
     try:
@@ -305,9 +661,26 @@ def main() -> None:
 
     import hydra
 
-    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(_task)()
-    if _failures:
-        raise SystemExit(EXIT_USER_ERROR)
+    folder = Path(tempfile.mkdtemp(prefix="molabench-jobs-"))
+    os.environ[SWEEP_ENV] = str(folder)
+    code: int | str | None = 0
+    try:
+        with _ParentSignals(folder):
+            try:
+                hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(_task)()
+            except SystemExit as exc:
+                code = exc.code
+            except Interrupted as exc:
+                print(f"interrupted ({exc})", file=sys.stderr)
+                code = exc.exit_code
+        sweep_code = _sweep_summary(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    signum = received_signal()
+    if code in (0, None):
+        code = sweep_code or (128 + signum if signum is not None else 0)
+    if code not in (0, None):
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,18 @@ Images stay uint8 until they reach the device, where they are converted, augment
 and normalised. Sources that decode files on load (``prefetch = True``, e.g. RadImageNet's
 ``FileSplit``) load the next batch in a background thread while the current one is used;
 batch indices and augmentation randomness are still drawn in the calling thread.
+
+A training loader's position is part of a run's checkpoint: :meth:`BatchLoader.state_dict` holds
+its generator and, between two batches of an epoch, that epoch's order (the shuffle, or every
+task's cycler), the indices already drawn ahead and the batches yielded, so that after
+:meth:`BatchLoader.load_state_dict` it yields exactly the batches it would have yielded next.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -32,18 +37,45 @@ def steps_per_epoch(split: SplitSource, batch_size: int) -> int:
     return max(1, len(split) // batch_size)
 
 
-def _mixed_indices(split: SplitSource, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
-    order = torch.randperm(len(split), generator=gen)
-    for step in range(steps_per_epoch(split, batch_size)):
-        yield order[step * batch_size : (step + 1) * batch_size]
+class _MixedOrder:
+    """The mixed batches of one epoch: one shuffle of the whole split, cut into batches.
+
+    The shuffle is drawn from ``gen`` on the first batch (as a generator function would), and the
+    whole position (the order and the next step) is :meth:`state_dict`, so an epoch interrupted
+    between two batches continues with the same batches."""
+
+    def __init__(self, split: SplitSource, batch_size: int, gen: torch.Generator) -> None:
+        self.split, self.batch_size, self.gen = split, batch_size, gen
+        self.order: Tensor | None = None
+        self.step = 0
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self
+
+    def __next__(self) -> Tensor:
+        if self.order is None:
+            self.order = torch.randperm(len(self.split), generator=self.gen)
+        if self.step >= steps_per_epoch(self.split, self.batch_size):
+            raise StopIteration
+        start = self.step * self.batch_size
+        self.step += 1
+        return self.order[start : start + self.batch_size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order, "step": self.step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.order, self.step = state["order"], int(state["step"])
 
 
 class _TaskCycler:
     """Endless shuffled stream of the sample indices of one task."""
 
-    def __init__(self, members: Tensor, gen: torch.Generator) -> None:
+    def __init__(self, members: Tensor, gen: torch.Generator, order: Tensor | None = None, pos: int = 0) -> None:
+        """A new stream draws its first shuffle from ``gen``; ``order``/``pos`` restore a saved one."""
         self.members, self.gen = members, gen
-        self.order, self.pos = members[torch.randperm(len(members), generator=gen)], 0
+        self.order = members[torch.randperm(len(members), generator=gen)] if order is None else order
+        self.pos = pos
 
     def take(self, n: int) -> Tensor:
         out = []
@@ -57,18 +89,62 @@ class _TaskCycler:
         return torch.cat(out)
 
 
-def _per_task_indices(split: SplitSource, batch_size: int, num_tasks: int, gen: torch.Generator) -> Iterator[Tensor]:
-    present = [t for t in range(num_tasks) if bool((split.tasks == t).any())]
-    if batch_size < len(present):
-        from molabench.errors import ConfigError
+class _PerTaskOrder:
+    """The per-task batches of one epoch: ``batch_size // T`` samples of every present task, each
+    task cycling through its own shuffles. Built on the first batch (the batch-size check and the
+    tasks' first shuffles happen then); the cyclers' positions are :meth:`state_dict`."""
 
-        raise ConfigError(
-            f"trainer.batching=per_task needs batch_size >= number of tasks ({len(present)}), got {batch_size}"
-        )
-    cyclers = [_TaskCycler(torch.nonzero(split.tasks == t).flatten(), gen) for t in present]
-    sizes = [batch_size // len(present) + (1 if i < batch_size % len(present) else 0) for i in range(len(present))]
-    for _ in range(steps_per_epoch(split, batch_size)):
-        yield torch.cat([c.take(n) for c, n in zip(cyclers, sizes, strict=True)])
+    def __init__(self, split: SplitSource, batch_size: int, num_tasks: int, gen: torch.Generator) -> None:
+        self.split, self.batch_size, self.num_tasks, self.gen = split, batch_size, num_tasks, gen
+        self.cyclers: list[_TaskCycler] | None = None
+        self.sizes: list[int] = []
+        self.step = 0
+
+    def _start(self) -> list[_TaskCycler]:
+        present = [t for t in range(self.num_tasks) if bool((self.split.tasks == t).any())]
+        if self.batch_size < len(present):
+            from molabench.errors import ConfigError
+
+            raise ConfigError(
+                f"trainer.batching=per_task needs batch_size >= number of tasks ({len(present)}), got {self.batch_size}"
+            )
+        n = len(present)
+        self.sizes = [self.batch_size // n + (1 if i < self.batch_size % n else 0) for i in range(n)]
+        return [_TaskCycler(torch.nonzero(self.split.tasks == t).flatten(), self.gen) for t in present]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self
+
+    def __next__(self) -> Tensor:
+        if self.cyclers is None:
+            self.cyclers = self._start()
+        if self.step >= steps_per_epoch(self.split, self.batch_size):
+            raise StopIteration
+        self.step += 1
+        return torch.cat([c.take(n) for c, n in zip(self.cyclers, self.sizes, strict=True)])
+
+    def state_dict(self) -> dict[str, Any]:
+        cyclers = [{"members": c.members, "order": c.order, "pos": c.pos} for c in self.cyclers or []]
+        return {"cyclers": cyclers if self.cyclers is not None else None, "sizes": list(self.sizes), "step": self.step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step, self.sizes = int(state["step"]), [int(n) for n in state["sizes"]]
+        self.cyclers = None
+        if state["cyclers"] is not None:
+            self.cyclers = [_TaskCycler(c["members"], self.gen, c["order"], int(c["pos"])) for c in state["cyclers"]]
+
+
+_Order = _MixedOrder | _PerTaskOrder
+
+
+class _Epoch:
+    """Where a training epoch stands: its batch order, the batches whose indices were drawn but
+    not yet yielded (one ahead when prefetching) and how many batches were yielded."""
+
+    def __init__(self, order: _Order) -> None:
+        self.order = order
+        self.drawn: list[Tensor] = []
+        self.yielded = 0
 
 
 class BatchLoader:
@@ -92,29 +168,42 @@ class BatchLoader:
         channels = data.in_channels
         self.mean = torch.tensor(list(data.mean)[:channels], device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(list(data.std)[:channels], device=self.device).view(1, -1, 1, 1)
+        self._epoch: _Epoch | None = None  # the training epoch iterated last
+        self._resumed: _Epoch | None = None  # an interrupted epoch the next iteration continues
 
     def __len__(self) -> int:
         if self.train:
             return steps_per_epoch(self.source, self.batch_size)
         return -(-len(self.source) // self.batch_size)
 
-    def _indices(self) -> Iterator[Tensor]:
-        if not self.train:
-            n = len(self.source)
-            return (torch.arange(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size))
-        if self.batching == "per_task":
-            return _per_task_indices(self.source, self.batch_size, self.data.num_tasks, self.gen)
-        return _mixed_indices(self.source, self.batch_size, self.gen)
+    def _epoch_indices(self, epoch: _Epoch) -> Iterator[Tensor]:
+        """The epoch's batch indices: first those drawn before an interruption and not yet yielded,
+        then new ones from its order, each remembered in ``epoch.drawn`` until its batch is yielded."""
+        yield from list(epoch.drawn)
+        for idx in epoch.order:
+            epoch.drawn.append(idx)
+            yield idx
 
-    def _loaded(self) -> Iterator[tuple[Tensor, Tensor, Targets]]:
+    def _indices(self, epoch: _Epoch | None) -> Iterator[Tensor]:
+        if epoch is not None:
+            return self._epoch_indices(epoch)
+        n = len(self.source)
+        return (torch.arange(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size))
+
+    def _new_order(self) -> _Order:
+        if self.batching == "per_task":
+            return _PerTaskOrder(self.source, self.batch_size, self.data.num_tasks, self.gen)
+        return _MixedOrder(self.source, self.batch_size, self.gen)
+
+    def _loaded(self, epoch: _Epoch | None) -> Iterator[tuple[Tensor, Tensor, Targets]]:
         """(indices, images, targets) of every batch; one batch ahead for file-backed sources."""
         if not getattr(self.source, "prefetch", False):
-            for idx in self._indices():
+            for idx in self._indices(epoch):
                 yield (idx, *self.source.load(idx))
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending: tuple[Tensor, Future] | None = None
-            for idx in self._indices():
+            for idx in self._indices(epoch):
                 future = pool.submit(self.source.load, idx)
                 if pending is not None:
                     yield (pending[0], *pending[1].result())
@@ -123,10 +212,50 @@ class BatchLoader:
                 yield (pending[0], *pending[1].result())
 
     def __iter__(self) -> Iterator[Batch]:
-        for idx, images, targets in self._loaded():
+        """The batches of the split; for training, one epoch: a new shuffle, or the rest of the
+        epoch :meth:`load_state_dict` restored."""
+        epoch: _Epoch | None = None
+        if self.train:
+            epoch, self._resumed = self._resumed or _Epoch(self._new_order()), None
+            self._epoch = epoch
+        return self._batches(epoch)
+
+    def _batches(self, epoch: _Epoch | None) -> Iterator[Batch]:
+        for idx, images, targets in self._loaded(epoch):
             batch = Batch(images, targets, self.source.tasks[idx]).to(self.device)
             x = batch.x.float().div_(255.0)
             y = batch.y
             if self.train and self.data.augment is not None:
                 x, y = self.data.augment(x, y, self.gen)
+            if epoch is not None:
+                epoch.drawn.pop(0)
+                epoch.yielded += 1
             yield Batch((x - self.mean) / self.std, y, batch.task)
+
+    def state_dict(self, within_epoch: bool = True) -> dict[str, Any]:
+        """The loader's generator and, ``within_epoch``, where the current training epoch stands
+        (between two batches), so that :meth:`load_state_dict` makes the loader yield exactly the
+        batches it would have yielded next. Without it the next iteration starts a new epoch."""
+        state: dict[str, Any] = {"gen": self.gen.get_state(), "epoch": None}
+        if within_epoch and self._epoch is not None:
+            epoch = self._epoch
+            state["epoch"] = {
+                "batching": self.batching,
+                "order": epoch.order.state_dict(),
+                "drawn": list(epoch.drawn),
+                "yielded": epoch.yielded,
+            }
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self._epoch = self._resumed = None
+        saved = state.get("epoch")
+        if saved is not None:
+            if saved["batching"] != self.batching:
+                raise ValueError(f"the saved epoch used batching={saved['batching']}, this loader {self.batching}")
+            order = self._new_order()
+            order.load_state_dict(saved["order"])
+            epoch = _Epoch(order)
+            epoch.drawn, epoch.yielded = list(saved["drawn"]), int(saved["yielded"])
+            self._resumed = epoch

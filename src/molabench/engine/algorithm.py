@@ -3,10 +3,18 @@
 An algorithm is an architecture (how parameters are shared), a weighting (how task losses
 or gradients are combined) and penalties (extra loss terms). It owns its optimiser so that
 ``update`` is the whole training step.
+
+``bn_stats`` (``trainer.bn_stats``) chooses the statistics of train-mode BatchNorm layers of the shared
+network: ``batch`` (plain ``nn.BatchNorm``: one set of statistics over the mixed-task batch) or
+``per_task`` (multi-input and domain settings: each task's samples are normalised with that task's own
+batch statistics, LibMTL's per-task forwards in one pass, ``molabench.models.task_norm``; the step
+then sorts the batch by task). With ``per_task`` the one-backward per-task gradients of gradient
+methods are the exact per-task gradients (``weighting.pertask``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,7 +26,8 @@ from molabench.architectures import ARCHITECTURES, Architecture, Forward
 from molabench.architectures import load_all as load_architectures
 from molabench.data.base import Batch, MultiTaskData, TaskSpec
 from molabench.engine.losses import zero_loss
-from molabench.errors import TrainingError
+from molabench.errors import ConfigError, TrainingError
+from molabench.models.task_norm import BN_STATS, TaskNormContext, convert_batchnorm, sort_by_task
 from molabench.penalties import PENALTIES, Penalty, PenaltyContext
 from molabench.penalties import load_all as load_penalties
 from molabench.tasks import TaskKind, kind_of
@@ -31,7 +40,9 @@ def _hparams(block: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 class MultiTaskAlgorithm(nn.Module):
-    def __init__(self, arch: Architecture, weighting: Weighting, penalties: Mapping[str, Penalty]) -> None:
+    def __init__(
+        self, arch: Architecture, weighting: Weighting, penalties: Mapping[str, Penalty], bn_stats: str = "batch"
+    ) -> None:
         super().__init__()
         self.arch = arch
         self.weighting = weighting
@@ -41,6 +52,9 @@ class MultiTaskAlgorithm(nn.Module):
         self.epoch = 0
         self.grad_clip: float | None = None
         self.kinds: list[TaskKind] = [kind_of(spec) for spec in arch.tasks]
+        self.bn_stats = bn_stats
+        self.task_norm = TaskNormContext()
+        self.task_norm_layers = _use_task_norm(arch, bn_stats, self.task_norm)
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -66,7 +80,12 @@ class MultiTaskAlgorithm(nn.Module):
         if self.optimizer is None:
             raise RuntimeError("attach an optimiser with configure_optimizer() before update()")
         self.train()
-        fwd = self.arch(batch.x, batch.task)
+        if self.task_norm_layers:
+            order = sort_by_task(batch.task)  # per-task BatchNorm: the rows of each task contiguous, in task order
+            if order is not None:
+                batch = _take(batch, order)
+        with self.task_norm.scope(batch.task if self.task_norm_layers else None):
+            fwd = self.arch(batch.x, batch.task)
         losses, present = self.task_losses(fwd, batch)
         logs: dict[str, float] = {}
         extra: Tensor | None = None
@@ -117,6 +136,60 @@ class MultiTaskAlgorithm(nn.Module):
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 
+    def describe(self) -> dict[str, Any]:
+        """What the run record should state about how gradients were obtained: BatchNorm statistics
+        (asked and in effect), and for gradient methods the ``grad_mode`` asked, the paths taken
+        (steps per path) and the start-up self-check of the one-backward per-task gradients."""
+        from molabench.weighting.gradient import GradientWeighting
+
+        effective = "per_task" if self.task_norm_layers else "batch"
+        out: dict[str, Any] = {"bn_stats": self.bn_stats, "bn_stats_effective": effective, "task_norm_layers": self.task_norm_layers}
+        if self.bn_stats == "per_task" and not self.task_norm_layers:
+            out["bn_stats_note"] = (
+                "single-input setting: every sample serves every task, so BatchNorm uses whole-batch statistics"
+                if self.arch.setting == "single_input" else "no shared BatchNorm layer to convert"
+            )
+        if isinstance(self.weighting, GradientWeighting):
+            from molabench.weighting.pertask import self_check
+
+            out["grad_mode"] = self.weighting.grad_mode
+            out["grad_paths"] = dict(self.weighting.path_counts)
+            out["sample_groups_check"] = self_check()
+        return out
+
+
+def _take(batch: Batch, order: Tensor) -> Batch:
+    """``batch`` with its samples reordered by ``order``."""
+    y = {k: v[order] for k, v in batch.y.items()} if isinstance(batch.y, dict) else batch.y[order]
+    return dataclasses.replace(batch, x=batch.x[order], y=y, task=batch.task[order])
+
+
+def _use_task_norm(arch: Architecture, bn_stats: str, context: TaskNormContext) -> int:
+    """Convert the shared network's BatchNorm layers for ``bn_stats=per_task``; returns how many were converted.
+
+    Only layers that see the whole batch are converted: those whose parameters are shared (heads and
+    per-task encoders see one task's samples, whose batch statistics are already per task). Nothing is
+    converted in the single-input setting (every sample serves every task: whole-batch statistics).
+    """
+    if bn_stats not in BN_STATS:
+        raise ConfigError(f"trainer.bn_stats must be one of {', '.join(BN_STATS)}, got {bn_stats!r}")
+    if bn_stats == "batch" or arch.setting == "single_input":
+        return 0
+    from molabench.architectures.uniform import Uniform
+
+    if isinstance(arch, Uniform):
+        raise ConfigError(
+            "trainer.bn_stats=per_task normalises each task's samples separately, which tells the network the task; "
+            "method=uniform must not see task ids: use trainer.bn_stats=batch"
+        )
+    shared = {id(p) for p in arch.shared_parameters()}
+    # Subtrees with parameters, none of them shared (heads, single-task encoders), see one task's samples.
+    skip = [m for m in arch.modules() if (ps := list(m.parameters())) and not any(id(p) in shared for p in ps)]
+    heads = getattr(arch, "heads", None)
+    if isinstance(heads, nn.Module):
+        skip.append(heads)
+    return convert_batchnorm(arch, context, skip=tuple(skip))
+
 
 def backbone_factory(cfg: Mapping[str, Any], data: MultiTaskData):
     from molabench.models.backbones import build_backbone
@@ -146,8 +219,13 @@ def build_architecture(
 
 
 def build_algorithm(
-    method: Mapping[str, Any], backbone: Mapping[str, Any], data: MultiTaskData, head: Mapping[str, Any] | None = None
+    method: Mapping[str, Any],
+    backbone: Mapping[str, Any],
+    data: MultiTaskData,
+    head: Mapping[str, Any] | None = None,
+    bn_stats: str = "batch",
 ) -> MultiTaskAlgorithm:
+    """The method's algorithm on ``data``; ``bn_stats`` is ``trainer.bn_stats`` (module docstring)."""
     arch = build_architecture(method, backbone, data, head)
     weighting = build_weighting(method["weighting"]["name"], num_tasks=data.num_tasks, **_hparams(method["weighting"]))
     load_penalties()
@@ -156,4 +234,4 @@ def build_algorithm(
         for name, cfg in (method.get("penalties") or {}).items()
         if cfg is not None and cfg.get("enabled", True)
     }
-    return MultiTaskAlgorithm(arch, weighting, penalties)
+    return MultiTaskAlgorithm(arch, weighting, penalties, bn_stats)

@@ -99,6 +99,15 @@ class Selector:
             return True
         return False
 
+    def state_dict(self) -> dict[str, Any]:
+        """What :meth:`consider` has learnt so far (the best epoch, its score and weights), for
+        training checkpoints."""
+        return {"best_epoch": self.best_epoch, "best_score": self.best_score, "best_state": self.best_state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_epoch, self.best_score = int(state["best_epoch"]), float(state["best_score"])
+        self.best_state = state["best_state"]
+
     def describe(self) -> dict[str, str]:
         return {"protocol": self.protocol, "split": self.split, "criterion": self.criterion}
 

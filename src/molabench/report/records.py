@@ -2,8 +2,21 @@
 
 ``results/runs/<experiment>/<run-id>/record.json`` holds the resolved config, the final
 metrics (split -> task -> metric -> value, plus ``avg``), the per-epoch history, parameter
-counts, timing and the environment. A record is either ``complete`` or ``failed`` (with the
-error); it is never half-written (``molabench.atomic``).
+counts, timing and the environment. It is never half-written (``molabench.atomic``).
+
+A record exists from the moment a run starts and its ``status`` says where the run is:
+
+- ``running``: training (``heartbeat`` is the time of the last update, every epoch and every
+  checkpoint; ``progress`` and ``history`` so far; ``checkpoint`` the resumable state's path).
+  A ``running`` record whose heartbeat has stopped is a run that was killed (``kill -9``, a
+  node failure): re-running its command resumes it from its checkpoint.
+- ``interrupted``: stopped by SIGTERM/SIGINT after writing its checkpoint (``resumable``).
+- ``failed``: ``error`` says why (``resumable`` when a checkpoint remains).
+- ``complete``: the final metrics are there; the checkpoint has been deleted.
+
+``identity`` is the hash of the configuration (``molabench.engine.checkpoint.fingerprint``);
+``attempts`` counts the processes that worked on the run, ``resumed_from`` where the last one
+started. Tables use complete records only.
 """
 
 from __future__ import annotations
@@ -53,7 +66,8 @@ def environment(device: torch.device | str) -> dict[str, Any]:
 # distinguish rows of a table.
 _NON_VARIANT_PREFIXES = (
     "seed=", "method=", "data=", "experiment=", "results_dir=", "logger", "device=", "run_id=", "hydra", "+sweep=", "sweep=",
-    "trainer.threads=", "trainer.progress=", "trainer.checkpoint=", "data.root=",
+    "trainer.threads=", "trainer.progress=", "trainer.checkpoint=", "trainer.checkpoint_every=", "trainer.resume=", "data.root=",
+    "data.cache_dir=",
 )
 
 

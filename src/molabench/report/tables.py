@@ -43,6 +43,8 @@ class Group:
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     #: overrides every run of the table shares: said once in the heading, not in every row label
     common: list[str] = field(default_factory=list)
+    #: records of this table left out because they are not complete: status -> count
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def row_label(record: dict[str, Any], common: Iterable[str] = ()) -> str:
@@ -60,12 +62,24 @@ def _paper_table_for(record: dict[str, Any]) -> str | None:
     return name if name in names else None
 
 
+def _table_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    """(experiment, data, selection protocol): the table a record belongs to, also for records
+    that are not complete (their protocol is the configured one)."""
+    protocol = (record.get("selection") or {}).get("protocol") or ((record.get("config") or {}).get("trainer") or {}).get("selection", "val")
+    return str(record.get("experiment")), str(record.get("data")), str(protocol)
+
+
 def collect(records: Iterable[dict[str, Any]]) -> list[Group]:
+    """One group per table; only complete records are rows, the others (running, interrupted,
+    failed) are counted in the table's :attr:`Group.skipped`."""
     members: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    skipped: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
     for record in records:
         if record.get("status") != "complete":
+            status, counts = str(record.get("status") or "unknown"), skipped[_table_key(record)]
+            counts[status] = counts.get(status, 0) + 1
             continue
-        members[(str(record["experiment"]), record["data"], record["selection"]["protocol"])].append(record)
+        members[_table_key(record)].append(record)
     groups = []
     for key, runs in members.items():
         first = runs[0]
@@ -73,6 +87,7 @@ def collect(records: Iterable[dict[str, Any]]) -> list[Group]:
         # data/trainer overrides every run shares move to the heading; method variants always label rows
         common = set.intersection(*(set(recipe(r)) for r in runs))
         group = Group(*key, split=split, tasks=first["tasks"], paper=_paper_table_for(first), common=sorted(common))
+        group.skipped = dict(sorted(skipped.get(key, {}).items()))
         for record in runs:
             group.runs[row_label(record, common)].append(record)
         groups.append(group)
@@ -199,7 +214,11 @@ def _heading(group: Group) -> str:
             if n else f" delta_m: – (no {BASELINE_METHOD} run in this experiment to compare with)."
         )
     common = f" Every run: `{' '.join(group.common)}`." if group.common else ""
-    return f"{what}, mean ± std over seeds; (paper) = the paper's number.{delta}{common}"
+    skipped = ""
+    if group.skipped:
+        counts = ", ".join(f"{n} {status}" for status, n in group.skipped.items())
+        skipped = f" Not in the table (not complete): {counts}."
+    return f"{what}, mean ± std over seeds; (paper) = the paper's number.{delta}{common}{skipped}"
 
 
 def to_markdown(group: Group, frame: pd.DataFrame) -> str:
@@ -272,6 +291,9 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
         _write_text(out_dir / f"{stem}.csv", frame.to_csv(index=False, float_format="%.4f"))
         _write_text(out_dir / f"{stem}.tex", to_latex(group, frame))
         table_figure(group, frame, out_dir / f"{stem}.png")
+        if group.skipped:
+            counts = ", ".join(f"{n} {status}" for status, n in group.skipped.items())
+            print(f"{stem}: skipped {counts} run(s) (not complete)")
         written += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex", out_dir / f"{stem}.png"]
     index = ["# Results", "", f"Generated from the run records under `{runs_dir}`.", ""]
     for path in sorted(out_dir.glob("*.md")):

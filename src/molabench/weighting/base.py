@@ -9,12 +9,18 @@ trainable parameter. Two families share this contract:
   gradients of the shared parameters and ``aggregate`` it into one direction.
 
 Weightings are ``nn.Module`` so that learnable weights (e.g. UW's log-variances) are trained by
-the same optimiser and saved in the same checkpoint as the model.
+the same optimiser and saved in the same checkpoint as the model. State that changes during
+training but is neither a parameter nor a buffer (DWA's loss history, Nash-MTL's step counter)
+is named in :attr:`Weighting.state_attributes`, so that a training checkpoint holds it too
+(:meth:`Weighting.training_state`) and a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +55,35 @@ class StepContext:
 
 class Weighting(nn.Module):
     """Base class of every loss/gradient combination method."""
+
+    #: Attributes that training changes and that are neither parameters nor buffers (so not in
+    #: ``state_dict``): a subclass with such state names them here, and training checkpoints save
+    #: and restore them through :meth:`training_state` / :meth:`load_training_state`. Their values
+    #: must be what ``torch.load(weights_only=True)`` reads back: tensors, numbers, strings,
+    #: ``None`` and lists/tuples/dicts of them.
+    #: A class declares only its own attributes; those of its base classes are added
+    #: (:meth:`state_names`).
+    state_attributes: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def state_names(cls) -> list[str]:
+        """The :attr:`state_attributes` of this class and of all its base classes."""
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            names += [n for n in vars(klass).get("state_attributes", ()) if n not in names]
+        return names
+
+    def training_state(self) -> dict[str, Any]:
+        """A copy of the declared state attributes (the rest of the state is in ``state_dict``)."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in self.state_names()}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`training_state` returned."""
+        missing = [name for name in self.state_names() if name not in state]
+        if missing:
+            raise KeyError(f"{type(self).__name__}: the saved training state lacks {missing}")
+        for name in self.state_names():
+            setattr(self, name, copy.deepcopy(state[name]))
 
     def backward(self, ctx: StepContext) -> dict[str, float]:
         """Populate ``.grad`` of all trainable parameters; return scalars worth logging."""

@@ -20,6 +20,8 @@ from molabench.weighting.registration import register
 
 @register("dwa")
 class DynamicWeightAverage(LossWeighting):
+    state_attributes = ("history",)  # the last two epochs' mean losses (checkpointed)
+
     def __init__(self, temperature: float = 2.0) -> None:
         super().__init__()
         self.temperature = float(temperature)

@@ -17,7 +17,13 @@ heads are differentiated), and ``aggregate`` 's result is back-propagated throug
 
 :class:`GramianWeighting` covers methods whose direction is a combination ``d = w^T G`` with
 weights computed from the Gramian ``M = G G^T`` alone (MGDA, PCGrad, CAGrad, IMTL-G, GradVac,
-Nash-MTL, Aligned-MTL): T x T algebra instead of T x P vector operations.
+Nash-MTL, Aligned-MTL): T x T algebra instead of T x P vector operations. When the one-backward
+per-task gradients are exact (``weighting.pertask``: disjoint task groups, no BatchNorm with
+whole-batch statistics, e.g. ``trainer.bn_stats=per_task``) these methods never form ``G``: they
+get ``M`` and ``c -> c^T G`` from the backward pass directly.
+
+``path_counts`` counts the steps per way of obtaining the per-task gradients (``exact``,
+``sample_groups``, ``sample_groups_approx``, ``representation``) for the run record.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class GradientWeighting(Weighting):
 
     #: "parameters": combine gradients of the shared parameters; "representation": of ``z``.
     level: str = "parameters"
+    state_attributes = ("path_counts",)  # training checkpoints keep it (Weighting.state_attributes)
 
     def __init__(self, grad_mode: str = "auto") -> None:
         super().__init__()
@@ -44,6 +51,8 @@ class GradientWeighting(Weighting):
         #: weights of the last aggregation (rows of G), for logging; None when not a weighting.
         self.last_weights: Tensor | None = None
         self._buffer: dict[str, Tensor] = {}  # G's memory, reused across steps
+        #: steps per per-task gradient path (``TaskGradients.path``), for the run record
+        self.path_counts: dict[str, int] = {}
 
     # -- the method --------------------------------------------------------------------------
 
@@ -91,11 +100,23 @@ class GradientWeighting(Weighting):
         shared = _unique([p for p in ctx.shared_params if p.requires_grad])
         groups = None if ctx.groups is None else [ctx.groups[int(t)] for t in idx]
         through = ctx.representation if ctx.shared_behind_representation else None
-        tg = task_gradients(losses, shared, others, groups, self.grad_mode, retain, self._buffer, through)  # type: ignore[arg-type]
-        d = self.aggregate(tg.G, idx, ctx.losses[idx].detach())
-        offsets, _ = flat_views(shared)
-        accumulate(shared, [d[o: o + p.numel()].view_as(p) for o, p in zip(offsets, shared, strict=True)])
+        tg = task_gradients(
+            losses, shared, others, groups, self.grad_mode, retain, self._buffer, through,  # type: ignore[arg-type]
+            gramian=isinstance(self, GramianWeighting),
+        )
+        self._count(tg.path)
+        if tg.G is None:  # Gramian path: M and c -> c^T G without forming G
+            assert tg.M is not None and tg.combine is not None and isinstance(self, GramianWeighting)
+            coef = self.coefficients(tg.M, idx, ctx.losses[idx].detach())
+            accumulate(shared, tg.combine(coef))
+        else:
+            d = self.aggregate(tg.G, idx, ctx.losses[idx].detach())
+            offsets, _ = flat_views(shared)
+            accumulate(shared, [d[o: o + p.numel()].view_as(p) for o, p in zip(offsets, shared, strict=True)])
         accumulate(others, tg.others)
+
+    def _count(self, path: str) -> None:
+        self.path_counts[path] = self.path_counts.get(path, 0) + 1
 
     def _backward_representation(
         self, ctx: StepContext, losses: Tensor, idx: Tensor, others: list[nn.Parameter], retain: bool
@@ -109,6 +130,8 @@ class GradientWeighting(Weighting):
             )
         # Only the heads lie between z and the losses, so exact per-task gradients are cheap.
         tg = task_gradients(losses, [z], others, None, "exact", retain_graph=True)  # type: ignore[list-item]
+        assert tg.G is not None
+        self._count("representation")
         dz = self.aggregate_representation(tg.G.view(len(idx), *z.shape), idx, ctx.losses[idx].detach())
         torch.autograd.backward(z, dz.to(z.dtype), retain_graph=retain)
         accumulate(others, tg.others)
@@ -128,6 +151,24 @@ class GramianWeighting(GradientWeighting):
         w = self.weights_from_gramian(M, tasks.cpu(), losses).to(G.dtype).to(G.device)
         self.last_weights = w.detach().cpu()
         return w @ G
+
+    def coefficients(self, M: Tensor, tasks: Tensor, losses: Tensor | None) -> Tensor:
+        """``c`` (T,) such that ``aggregate(G) = c^T G`` for any ``G`` with Gramian ``M``.
+
+        Plain subclasses: ``c = weights_from_gramian(M)``. A subclass that overrides ``aggregate``
+        (e.g. Nash-MTL's cap on ``|d|``) must keep ``aggregate(G) = c(M)^T G``; it is run on a T x T
+        surrogate ``S = V diag(sqrt(lambda))`` with ``S S^T = M`` (``M = V diag(lambda) V^T``) and
+        ``c`` solves ``S^T c = aggregate(S)`` (any solution gives the same ``c^T G``: ``G`` and ``S``
+        have the same null space of combinations).
+        """
+        if type(self).aggregate is GramianWeighting.aggregate:
+            w = self.weights_from_gramian(M, tasks.cpu(), losses)
+            self.last_weights = w.detach().to(torch.float32).cpu()
+            return w
+        lam, V = torch.linalg.eigh(M.double())
+        S = V * lam.clamp_min(0).sqrt()
+        d = self.aggregate(S, tasks, losses).double()
+        return torch.linalg.pinv(S.T) @ d
 
 
 def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:

@@ -55,6 +55,8 @@ def nash_weights(M: Tensor, start: Tensor, max_iter: int, tol: float = 1e-10) ->
 
 @register("nash_mtl")
 class NashMTL(GramianWeighting):
+    state_attributes = ("calls",)  # steps seen: when the weights are next recomputed (checkpointed)
+
     def __init__(
         self,
         update_weights_every: int = 1,
