@@ -357,7 +357,7 @@ def print_summary(record: Mapping[str, Any]) -> None:
     rows: list[tuple[str, str, str]] = []  # (task label, metric label, metric key)
     labels: dict[str, str] = {}
     for task in record["tasks"]:
-        kind = kind_of(TaskSpec(task["name"], int(task.get("num_classes") or 0), task.get("kind", "classification")))
+        kind = kind_of(TaskSpec.from_record(task))
         labels.update(kind.labels())
         rows += [(task["name"] if i == 0 else "", m.label, f"{task['name']}/{m.name}") for i, m in enumerate(kind.metrics)]
     averaged = [k for k in metrics[splits[-1]].get("avg", {}) if k != "loss"]

@@ -16,7 +16,7 @@ large for memory implement ``load`` by decoding files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -48,6 +48,16 @@ class TaskSpec:
     @property
     def display(self) -> str:
         return self.column or self.name
+
+    @classmethod
+    def from_record(cls, entry: Mapping[str, object]) -> TaskSpec:
+        """The spec of a run record's ``tasks`` entry (``name``, ``num_classes``, ``kind``, ``column``)."""
+        return cls(
+            str(entry["name"]),
+            int(entry.get("num_classes") or 0),  # type: ignore[call-overload]
+            entry.get("kind", "classification"),  # type: ignore[arg-type]
+            entry.get("column"),  # type: ignore[arg-type]
+        )
 
 
 @runtime_checkable

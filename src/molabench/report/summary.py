@@ -15,6 +15,7 @@ from typing import Any
 
 from molabench.data.base import TaskSpec
 from molabench.report.delta_m import delta_m
+from molabench.report.delta_m import directions as kind_directions
 from molabench.report.records import iter_records
 from molabench.tasks import kind_of
 
@@ -23,11 +24,8 @@ BASELINE_METHOD = "single_task"
 
 def directions(tasks: Sequence[TaskSpec] | Sequence[Mapping[str, Any]]) -> dict[str, dict[str, bool]]:
     """``task -> metric -> higher is better`` from the tasks' kinds (specs or record task entries)."""
-    out: dict[str, dict[str, bool]] = {}
-    for task in tasks:
-        spec = task if isinstance(task, TaskSpec) else TaskSpec(task["name"], int(task.get("num_classes") or 0), task.get("kind", "classification"))
-        out[spec.name] = kind_of(spec).higher_is_better()
-    return out
+    specs = [task if isinstance(task, TaskSpec) else TaskSpec.from_record(task) for task in tasks]
+    return kind_directions({spec.name: kind_of(spec) for spec in specs})
 
 
 def mean_metrics(runs: Sequence[Mapping[str, Any]], split: str, tasks: Sequence[str]) -> dict[str, dict[str, float]] | None:

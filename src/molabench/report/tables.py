@@ -129,7 +129,7 @@ def metric_columns(group: Group) -> tuple[list[Column], bool, bool]:
     columns: list[Column] = []
     kinds = []
     for task in group.tasks:
-        kind = kind_of(TaskSpec(task["name"], int(task.get("num_classes") or 0), task.get("kind", "classification")))
+        kind = kind_of(TaskSpec.from_record(task))
         kinds.append(kind)
         column = task.get("column") or task["name"]
         for m in kind.metrics:
