@@ -168,6 +168,8 @@ def _same(a: Any, b: Any) -> bool:
         ("nash_mtl", ("trainer.batching=per_task", "trainer.batch_size=12"), True),  # step counter; cyclers; prefetch
         ("gradvac", ("trainer.batching=per_task",), False),  # EMA targets (buffer); random pair order (global torch RNG)
         ("rlw", ("trainer.max_steps_per_epoch=2", "trainer.batch_size=8"), True),  # global RNG; a cut epoch
+        ("eqrm", ("method.weighting.burnin=0.4", "trainer.batch_size=12"), False),  # optimiser re-created mid-run
+        ("dann", ("method.algorithm.name=adversarial", "trainer.batch_size=12"), False),  # two optimisers; D/G counter
     ],
 )
 def test_resuming_from_any_checkpoint_gives_the_same_run(tiny_shapes, tmp_path, method, extra, prefetch):

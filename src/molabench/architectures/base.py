@@ -62,6 +62,9 @@ class Architecture(nn.Module):
 
     #: True when ``encode`` yields one representation shared by all tasks (needed by -UB methods).
     has_shared_representation: bool = True
+    #: ``per_task``: each task (domain) has its own head, picked by the task id; ``shared``: one head for all
+    #: tasks, no task id used (Uniform). Recorded, and shown in table rows of domain-generalisation methods.
+    head_sharing: str = "per_task"
     #: True when every shared parameter reaches the losses only through that representation and
     #: every task-specific parameter comes after it (one encoder, then heads): gradient methods then
     #: get exact per-task gradients by back-propagating each task through its head once and the T
@@ -100,6 +103,15 @@ class Architecture(nn.Module):
     @property
     def num_tasks(self) -> int:
         return len(self.tasks)
+
+    @property
+    def representation_dim(self) -> int | None:
+        """Width D of ``Forward.representation`` when it is pooled (B, D) features of an ``encoder``
+        (what domain penalties build their networks on); None otherwise. Override when different."""
+        encoder = self._modules.get("encoder")
+        if not self.has_shared_representation or self.features != "pooled" or encoder is None:
+            return None
+        return int(encoder.out_dim)
 
     def encode(self, x: Tensor, task: Tensor) -> Tensor:
         raise NotImplementedError

@@ -21,6 +21,8 @@ from molabench.errors import ConfigError
 
 
 class Uniform(Architecture):
+    head_sharing = "shared"
+
     def __init__(
         self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
     ) -> None:

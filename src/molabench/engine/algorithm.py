@@ -1,8 +1,16 @@
 """The algorithm contract (DomainBed-style): ``update(batch)`` trains one step, ``predict`` infers.
 
 An algorithm is an architecture (how parameters are shared), a weighting (how task losses
-or gradients are combined) and penalties (extra loss terms). It owns its optimiser so that
-``update`` is the whole training step.
+or gradients are combined) and penalties (extra loss terms). It owns its optimisers and their
+learning-rate schedules (:meth:`MultiTaskAlgorithm.configure_optimizers`) so that ``update`` is the
+whole training step; a method whose step is not "one forward, one backward, one optimiser step"
+(DANN's alternating discriminator/generator steps, MMD-AAE's prior adversary) is an algorithm of its
+own, chosen by name (``method.algorithm.name``; ``molabench.algorithms``, default ``multitask``).
+
+Training progress reaches the parts that schedule by it: ``step_count`` and ``total_steps`` go to the
+weighting (``StepContext``, e.g. EQRM's burn-in) and the penalties (``PenaltyContext.progress``, e.g.
+DANN's λ ramp); a weighting may ask for the optimiser to be re-created with other settings at a step
+(:meth:`Weighting.optimizer_reset`, EQRM after burn-in).
 
 ``bn_stats`` (``trainer.bn_stats``) chooses the statistics of train-mode BatchNorm layers of the shared
 network: ``batch`` (plain ``nn.BatchNorm``: one set of statistics over the mixed-task batch) or
@@ -15,6 +23,7 @@ methods are the exact per-task gradients (``weighting.pertask``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -48,8 +57,13 @@ class MultiTaskAlgorithm(nn.Module):
         self.weighting = weighting
         self.penalties = nn.ModuleDict(penalties)
         self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.step_count = 0
+        self.total_steps = 0  # set by configure_optimizers: epochs x steps per epoch
         self.epoch = 0
+        self.resets: list[dict[str, Any]] = []  # optimiser re-creations asked by the weighting (step, overrides)
+        self.optimizer_notes: list[str] = []
+        self._optim_cfg: tuple[dict[str, Any], dict[str, Any], int] | None = None
         self.grad_clip: float | None = None
         self.kinds: list[TaskKind] = [kind_of(spec) for spec in arch.tasks]
         self.bn_stats = bn_stats
@@ -59,6 +73,93 @@ class MultiTaskAlgorithm(nn.Module):
     @property
     def tasks(self) -> list[TaskSpec]:
         return self.arch.tasks
+
+    # -- optimisers -------------------------------------------------------------------------------------
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: everything trainable, except that a penalty declaring
+        :attr:`Penalty.optimizer_options` (e.g. DANN's discriminator: Adam betas (0.5, 0.9)) gets a group
+        of its own with those options."""
+        own: list[dict[str, Any]] = []
+        taken: set[int] = set()
+        for penalty in self.penalties.values():
+            params = [p for p in penalty.parameters() if p.requires_grad]
+            if params and penalty.optimizer_options:
+                own.append({"params": params, **dict(penalty.optimizer_options)})
+                taken.update(id(p) for p in params)
+        rest = [p for p in self.trainable_parameters() if id(p) not in taken]
+        return [{"params": rest}, *own]
+
+    def configure_optimizers(
+        self, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any] | None, total_steps: int, steps_per_epoch: int
+    ) -> None:
+        """Build the optimiser (``trainer.optimizer``) over :meth:`param_groups` and its schedule
+        (``trainer.scheduler``, stepped once per update over ``total_steps``)."""
+        from molabench.engine.optim import build_optimizer, build_scheduler
+
+        self.total_steps = int(total_steps)
+        self._optim_cfg = (dict(optimizer), dict(scheduler or {"name": "none"}), int(steps_per_epoch))
+        self.optimizer = build_optimizer(self._checked_groups(self.param_groups(), optimizer), optimizer)
+        self.scheduler = build_scheduler(self.optimizer, self._optim_cfg[1], self.total_steps, steps_per_epoch)
+
+    def _checked_groups(self, groups: list[dict[str, Any]], optimizer: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``groups`` with the options the optimiser does not have removed (noted in the record):
+        e.g. a discriminator's Adam betas when ``trainer.optimizer.name=sgd``."""
+        from molabench.engine.optim import OPTIMIZERS
+
+        accepted = set(inspect.signature(OPTIMIZERS.get(optimizer["name"])).parameters) - {"params"}
+        out = []
+        for group in groups:
+            dropped = sorted(k for k in group if k != "params" and k not in accepted)
+            if dropped:
+                note = f"optimizer {optimizer['name']} has no {', '.join(dropped)}: a penalty's parameter group uses its defaults"
+                if note not in self.optimizer_notes:
+                    self.optimizer_notes.append(note)
+            out.append({k: v for k, v in group.items() if k == "params" or k in accepted})
+        return out
+
+    def reset_optimizer(self, overrides: Mapping[str, Any]) -> None:
+        """Re-create the optimiser (fresh state) with ``overrides`` of ``trainer.optimizer`` (e.g. EQRM's lr
+        after burn-in); its schedule becomes constant from here, as in the references (which have none)."""
+        from molabench.engine.optim import build_optimizer, build_scheduler
+
+        if self._optim_cfg is None:
+            raise RuntimeError("reset_optimizer() needs configure_optimizers() first")
+        base, _, steps_per_epoch = self._optim_cfg
+        cfg = {**base, **dict(overrides)}
+        self.optimizer = build_optimizer(self._checked_groups(self.param_groups(), cfg), cfg)
+        self.scheduler = build_scheduler(self.optimizer, {"name": "none"}, self.total_steps, steps_per_epoch)
+        self.resets.append({"step": self.step_count, **{k: v for k, v in overrides.items()}})
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """Everything of the optimisers a training checkpoint holds."""
+        return {
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "resets": list(self.resets),
+        }
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`optimizer_state` (after :meth:`configure_optimizers`)."""
+        for reset in state.get("resets", []):
+            step = self.step_count
+            self.step_count = int(reset["step"])
+            self.reset_optimizer({k: v for k, v in reset.items() if k != "step"})
+            self.step_count = step
+        self.resets = list(state.get("resets", []))
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def lr(self) -> float:
+        """The current learning rate of the main parameter group."""
+        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
+
+    @property
+    def progress(self) -> float:
+        """Training progress in [0, 1]: updates done / ``total_steps`` (0 before configure_optimizers)."""
+        return min(1.0, self.step_count / self.total_steps) if self.total_steps else 0.0
 
     def task_losses(self, fwd: Forward, batch: Batch) -> tuple[Tensor, Tensor]:
         """Loss of every task (zero for tasks absent from the batch) and the presence mask."""
@@ -76,21 +177,41 @@ class MultiTaskAlgorithm(nn.Module):
         stacked = torch.stack([loss if loss is not None else zero_loss(reference) for loss in losses])
         return stacked, torch.tensor(present, device=stacked.device)
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        if self.optimizer is None:
-            raise RuntimeError("attach an optimiser with configure_optimizer() before update()")
-        self.train()
+    def prepare(self, batch: Batch) -> Batch:
+        """The batch as the step uses it (sorted by task under per-task BatchNorm)."""
         if self.task_norm_layers:
             order = sort_by_task(batch.task)  # per-task BatchNorm: the rows of each task contiguous, in task order
             if order is not None:
                 batch = _take(batch, order)
+        return batch
+
+    def forward_train(self, batch: Batch) -> Forward:
+        """The architecture's train-mode forward of ``batch`` (per-task BatchNorm statistics when asked)."""
+        self.train()
         with self.task_norm.scope(batch.task if self.task_norm_layers else None):
-            fwd = self.arch(batch.x, batch.task)
+            return self.arch(batch.x, batch.task)
+
+    def penalty_context(self, batch: Batch, fwd: Forward, losses: Tensor) -> PenaltyContext:
+        return PenaltyContext(batch, fwd, losses, step=self.step_count, total_steps=self.total_steps)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One training step: forward, task losses, penalties, the weighting's backward, optimiser step."""
+        return self.step(batch)[0]
+
+    def step(self, batch: Batch) -> tuple[dict[str, float], Batch, Forward]:
+        """:meth:`update`, also returning the batch as used and its forward (for algorithms that add a step)."""
+        if self.optimizer is None:
+            raise RuntimeError("attach an optimiser with configure_optimizers() before update()")
+        reset = self.weighting.optimizer_reset(self.step_count, self.total_steps)
+        if reset is not None:
+            self.reset_optimizer(reset)
+        batch = self.prepare(batch)
+        fwd = self.forward_train(batch)
         losses, present = self.task_losses(fwd, batch)
         logs: dict[str, float] = {}
         extra: Tensor | None = None
         if len(self.penalties):
-            ctx = PenaltyContext(batch, fwd, losses)
+            ctx = self.penalty_context(batch, fwd, losses)
             for name, penalty in self.penalties.items():
                 value = penalty(ctx)
                 logs[f"penalty/{name}"] = float(value.detach())
@@ -115,18 +236,21 @@ class MultiTaskAlgorithm(nn.Module):
                     extra_loss=extra,
                     step=self.step_count,
                     epoch=self.epoch,
+                    total_steps=self.total_steps,
                 )
             )
         )
         if self.grad_clip:
             nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.step_count += 1
         logs["loss"] = total
         for t, spec in enumerate(self.tasks):
             if bool(present[t]):
                 logs[f"loss/{spec.name}"] = float(losses[t].detach())
-        return logs
+        return logs, batch, fwd
 
     @torch.no_grad()
     def predict(self, x: Tensor, task: Tensor) -> Forward:
@@ -143,7 +267,15 @@ class MultiTaskAlgorithm(nn.Module):
         from molabench.weighting.gradient import GradientWeighting
 
         effective = "per_task" if self.task_norm_layers else "batch"
-        out: dict[str, Any] = {"bn_stats": self.bn_stats, "bn_stats_effective": effective, "task_norm_layers": self.task_norm_layers}
+        out: dict[str, Any] = {"head": self.arch.head_sharing, "bn_stats": self.bn_stats, "bn_stats_effective": effective, "task_norm_layers": self.task_norm_layers}
+        if self.resets:
+            out["optimizer_resets"] = list(self.resets)
+        if self.optimizer_notes:
+            out["optimizer_notes"] = list(self.optimizer_notes)
+        out.update(self.weighting.describe())
+        for name, penalty in self.penalties.items():
+            if described := penalty.describe():
+                out[f"penalty/{name}"] = described
         if self.bn_stats == "per_task" and not self.task_norm_layers:
             out["bn_stats_note"] = (
                 "single-input setting: every sample serves every task, so BatchNorm uses whole-batch statistics"
@@ -208,13 +340,21 @@ def build_architecture(
     """The method's architecture on ``data``; ``head`` configures dense heads (``configs/head``)."""
     load_architectures()
     arch_cfg = method["architecture"]
+    hparams = _hparams(arch_cfg)
+    context: dict[str, Any] = {}
+    # Context an architecture may declare: ``input_shape`` (C, H, W) of the data (gates on raw pixels).
+    if "input_shape" in inspect.signature(ARCHITECTURES.get(arch_cfg["name"])).parameters:
+        if "input_shape" in hparams:
+            raise ConfigError("method.architecture.input_shape is taken from the data (data.image_size); remove it")
+        context["input_shape"] = (data.in_channels, *data.image_size)
     return ARCHITECTURES.build(
         arch_cfg["name"],
         tasks=data.tasks,
         setting=data.setting,
         backbone=backbone_factory(backbone, data),
         head=head,
-        **_hparams(arch_cfg),
+        **context,
+        **hparams,
     )
 
 
@@ -234,4 +374,19 @@ def build_algorithm(
         for name, cfg in (method.get("penalties") or {}).items()
         if cfg is not None and cfg.get("enabled", True)
     }
-    return MultiTaskAlgorithm(arch, weighting, penalties, bn_stats)
+    from molabench.algorithms import ALGORITHMS
+    from molabench.penalties.base import Adversary
+
+    algorithm_cfg = dict(method.get("algorithm") or {"name": "multitask"})
+    algorithm = ALGORITHMS.build(
+        str(algorithm_cfg.get("name", "multitask")),
+        arch=arch,
+        weighting=weighting,
+        penalties=penalties,
+        bn_stats=bn_stats,
+        **_hparams(algorithm_cfg),
+    )
+    for name, penalty in penalties.items():
+        if isinstance(penalty, Adversary) and penalty.needs_alternating and not penalty.alternating:
+            raise ConfigError(f"penalty {name} trains its discriminator in steps of its own: set method.algorithm.name=adversarial")
+    return algorithm

@@ -27,7 +27,6 @@ from molabench.engine.checkpoint import (
     set_rng_state,
 )
 from molabench.engine.evaluate import Metrics, evaluate
-from molabench.engine.optim import build_optimizer, build_scheduler
 from molabench.engine.selection import Selector
 from molabench.errors import ConfigError, TrainingError
 from molabench.loggers import Logger
@@ -161,17 +160,19 @@ def fit(
     steps = min(len(train_loader), max_steps) if max_steps else len(train_loader)
     algorithm.to(device)
     algorithm.grad_clip = _typed(cfg, "grad_clip", float, minimum=0, default=None)
-    optimizer = build_optimizer(algorithm.trainable_parameters(), cfg["optimizer"])
-    algorithm.optimizer = optimizer
-    scheduler = build_scheduler(optimizer, cfg.get("scheduler") or {"name": "none"}, epochs * steps, steps)
+    algorithm.configure_optimizers(cfg["optimizer"], cfg.get("scheduler"), epochs * steps, steps)
 
     at = _Position()
     at.new_epoch(0, data.num_tasks)
     if checkpoints is not None and checkpoints.resume is not None:
         saved = checkpoints.resume
         algorithm.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        if "optimizers" not in saved:
+            raise ConfigError(
+                "this checkpoint was written by an older molabench (no optimiser section): "
+                "start afresh with trainer.resume=never"
+            )
+        algorithm.load_optimizer_state(saved["optimizers"])
         algorithm.weighting.load_training_state(saved["weighting"])
         algorithm.step_count = int(saved["step_count"])
         selector.load_state_dict(saved["selector"])
@@ -189,8 +190,7 @@ def fit(
         checkpoints.save({
             "position": at.state_dict(),
             "model": algorithm.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "optimizers": algorithm.optimizer_state(),
             "weighting": algorithm.weighting.training_state(),
             "step_count": algorithm.step_count,
             "selector": selector.state_dict(),
@@ -225,7 +225,6 @@ def fit(
                         break
                     start = time.perf_counter()
                     logs = algorithm.update(batch)
-                    scheduler.step()
                     at.step_times.append(time.perf_counter() - start)
                     at.samples += len(batch)
                     at.loss_sum += logs["loss"]
@@ -249,7 +248,7 @@ def fit(
                 bar.close()
                 mean_task_losses = at.task_loss_sums / at.task_loss_counts.clamp(min=1)
                 algorithm.weighting.on_epoch_end(epoch, mean_task_losses)
-                entry: dict[str, Any] = {"epoch": epoch + 1, "train/loss": at.loss_sum / max(1, steps), "lr": optimizer.param_groups[0]["lr"]}
+                entry: dict[str, Any] = {"epoch": epoch + 1, "train/loss": at.loss_sum / max(1, steps), "lr": algorithm.lr()}
                 entry.update({f"train/{spec.name}/loss": float(v) for spec, v in zip(data.tasks, mean_task_losses, strict=True)})
                 entry.update({_method_key(key, data): at.method_sums[key] / at.method_counts[key] for key in sorted(at.method_sums)})
                 at.phase, at.entry = "eval", entry

@@ -47,10 +47,18 @@ class Group:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
+#: Methods whose rows say whether they ran with one shared head or one head per domain (docs/domain_generalization.md).
+HEAD_LABELLED = ("mmd", "mmd_aae", "selfreg", "eqrm", "dann")
+
+
 def row_label(record: dict[str, Any], common: Iterable[str] = ()) -> str:
     shared = set(common)
     overrides = [o for o in variant_overrides(record.get("overrides") or []) if o not in shared]
-    return record["method"] + (f" [{', '.join(overrides)}]" if overrides else "")
+    method = record["method"]
+    head = (record.get("gradients") or {}).get("head")
+    if method in HEAD_LABELLED and head:
+        method += " (shared head)" if head == "shared" else " (per-domain heads)"
+    return method + (f" [{', '.join(overrides)}]" if overrides else "")
 
 
 def _paper_table_for(record: dict[str, Any]) -> str | None:
@@ -104,7 +112,7 @@ def _baseline_runs(group: Group, runs: Sequence[dict[str, Any]]) -> list[dict[st
 
 
 def _order(label: str) -> tuple[int, str]:
-    method = label.split(" [")[0]
+    method = label.split(" [")[0].split(" (")[0]
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), label)
 
 

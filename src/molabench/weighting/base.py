@@ -51,6 +51,8 @@ class StepContext:
     #: task-specific parameter lies after it (heads): exact per-task gradients then need one backward
     #: through each head and T batched backwards through the encoder, not T through everything.
     shared_behind_representation: bool = False
+    #: Updates of the whole run (epochs x steps per epoch; 0 outside a trainer): schedules by progress.
+    total_steps: int = 0
 
 
 class Weighting(nn.Module):
@@ -91,6 +93,15 @@ class Weighting(nn.Module):
 
     def on_epoch_end(self, epoch: int, mean_train_losses: Tensor) -> None:
         """Called once per epoch with the mean training loss of every task (used by DWA)."""
+
+    def optimizer_reset(self, step: int, total_steps: int) -> Mapping[str, Any] | None:
+        """Called before update ``step`` (0-based) of ``total_steps``: options of ``trainer.optimizer`` to
+        re-create the optimiser with at this step (e.g. EQRM's ``{"lr": 1e-6}`` after burn-in), else None."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What the run record should state about this weighting (e.g. counted fallbacks); empty by default."""
+        return {}
 
 
 class LossWeighting(Weighting):
