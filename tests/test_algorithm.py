@@ -72,3 +72,15 @@ def test_schedules():
     assert lrs == [1.0] * 6 + [0.1] * 6
     with pytest.raises(ConfigError, match="lr must be positive"):
         build_optimizer([param], {"name": "sgd", "lr": 0})
+
+
+def test_an_option_the_optimiser_or_schedule_does_not_take_is_an_error_not_ignored():
+    param = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ConfigError, match=r"trainer\.optimizer\.momentum does not apply to optimizer adam"):
+        build_optimizer([param], {"name": "adam", "lr": 1e-3, "momentum": 0.9})
+    opt = build_optimizer([param], {"name": "adam", "lr": 1e-3, "momentum": None})  # null: not set
+    assert isinstance(opt, torch.optim.Adam)
+    assert build_optimizer([param], {"name": "sgd", "lr": 1e-3, "momentum": None}).defaults["momentum"] == 0.9
+    with pytest.raises(ConfigError, match=r"trainer\.scheduler\.step_size does not apply to scheduler cosine"):
+        build_scheduler(opt, {"name": "cosine", "step_size": 5}, total_steps=10, steps_per_epoch=5)
+    build_scheduler(opt, {"name": "cosine", "step_size": None, "gamma": None, "warmup_epochs": None}, total_steps=10, steps_per_epoch=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -17,29 +18,46 @@ SCHEDULERS: Registry[torch.optim.lr_scheduler.LRScheduler] = Registry("scheduler
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False, **_: Any) -> torch.optim.Optimizer:
+def sgd(params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, foreach=True)
 
 
 @OPTIMIZERS.register("adam")
-def adam(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), **_: Any) -> torch.optim.Optimizer:
+def adam(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), foreach=True)
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999), **_: Any) -> torch.optim.Optimizer:
+def adamw(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), foreach=True)
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    builder = OPTIMIZERS.get(cfg["name"])
+def _options(kind: str, registry: Registry[Any], name: str, cfg: Mapping[str, Any], fixed: tuple[str, ...]) -> dict[str, Any]:
+    """The options of ``trainer.<kind>`` its builder takes: ``name`` and null values dropped (null: the
+    builder's default); a set option the builder does not take is a one-line ConfigError, never ignored."""
+    builder = registry.get(name)
+    accepted = [p for p in inspect.signature(builder).parameters if p not in fixed]
+    options = {k: v for k, v in cfg.items() if k != "name" and v is not None}
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"trainer.{kind}.{unknown[0]} does not apply to {kind} {name} (it takes: {', '.join(accepted)}); "
+            f"remove it or set it to null"
+        )
+    return options
+
+
+def build_optimizer(params: Iterable[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``trainer.optimizer`` over ``params`` (parameters or parameter groups)."""
+    name = cfg["name"]
+    options = _options("optimizer", OPTIMIZERS, name, cfg, ("params",))
     try:
-        lr = float(cfg.get("lr", 0))
+        lr = float(options.get("lr", 0))
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {cfg.get('lr')}")
-        return builder(params=params, **{k: v for k, v in cfg.items() if k != "name"})
+        return OPTIMIZERS.get(name)(params=params, **options)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"trainer.optimizer ({cfg['name']}): {exc}") from None
+        raise ConfigError(f"trainer.optimizer ({name}): {exc}") from None
 
 
 # The optimisers use the multi-tensor (foreach) kernels on every device: torch enables them by default
@@ -49,12 +67,12 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: Mapping[str, Any]) -> t
 
 
 @SCHEDULERS.register("none")
-def constant(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, **_: Any) -> torch.optim.lr_scheduler.LRScheduler:
+def constant(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
 @SCHEDULERS.register("cosine")
-def cosine(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0, **_: Any) -> torch.optim.lr_scheduler.LRScheduler:
+def cosine(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up, then lr * (min + (1 - min) * (1 + cos(pi * progress)) / 2)."""
     warmup = int(warmup_epochs * steps_per_epoch)
 
@@ -68,16 +86,12 @@ def cosine(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: 
 
 
 @SCHEDULERS.register("step")
-def step(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, step_size: int = 100, gamma: float = 0.5, **_: Any) -> torch.optim.lr_scheduler.LRScheduler:
+def step(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, step_size: int = 100, gamma: float = 0.5) -> torch.optim.lr_scheduler.LRScheduler:
     """Multiply the lr by ``gamma`` every ``step_size`` epochs (StepLR, as the NYUv2 recipe)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    return SCHEDULERS.build(
-        cfg.get("name", "none"),
-        optimizer=optimizer,
-        total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch,
-        **{k: v for k, v in cfg.items() if k != "name"},
-    )
+    name = cfg.get("name", "none")
+    options = _options("scheduler", SCHEDULERS, name, cfg, ("optimizer", "total_steps", "steps_per_epoch"))
+    return SCHEDULERS.get(name)(optimizer=optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch, **options)
