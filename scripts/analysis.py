@@ -26,9 +26,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from molabench.atomic import atomic_write
+from molabench.atomic import atomic_write, write_text_atomic
 from molabench.data import build_data
-from molabench.engine.algorithm import backbone_factory, build_algorithm
+from molabench.engine.algorithm import build_algorithm
 from molabench.errors import MolabenchError
 from molabench.report import analysis
 
@@ -89,31 +89,31 @@ def fig4(algorithm: object, out: Path, layers: int = 3) -> None:
     save(fig, out / "fig4_spectra.png")
 
 
-def fig5(out: Path) -> None:
-    from molabench.architectures import ARCHITECTURES, load_all
+def fig5(out: Path, backbone: str = "resnet18", input_shape: tuple[int, int, int] = (3, 224, 224)) -> None:
+    """Parameters (heads excluded) vs number of tasks T = 2..12 for the paper's Fig. 5 architectures, counted
+    on models actually built (meta device); crosses mark architectures.md's closed formulas."""
+    from molabench.report import param_formulas as pf
 
-    load_all()
-    counts = [2, 4, 6, 9]
-    backbone = backbone_factory({"name": "resnet18"}, _FakeData())
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, kwargs in [("hps", {}), ("single_task", {}), ("mola_grad", {"rank": 4}), ("mola_router", {"rank": 4, "router": "authors"})]:
-        params = analysis.parameter_counts(
-            lambda tasks, name=name, kwargs=kwargs: ARCHITECTURES.build(name, tasks=tasks, setting="multi_input", backbone=backbone, **kwargs),
-            counts,
-        )
-        ax.plot(counts, [p / 1e6 for p in params], marker="o", label=name)
+    counts = list(range(2, 13))
+    facts = pf.backbone_facts(backbone, input_shape)
+    formula = pf.formulas(int(facts["P"]), int(facts["N_in"]), list(facts["levels"]), backbone, int(facts["S"]))  # type: ignore[arg-type]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    rows = {}
+    for name, options in pf.FIG5.items():
+        built = [pf.built_count(name, t, backbone, input_shape, **options) for t in counts]
+        rows[name] = built
+        (line,) = ax.plot(counts, [b / 1e6 for b in built], marker="o", markersize=3, label=name)
+        if name in formula:
+            ax.plot(counts, [formula[name](t) / 1e6 for t in counts], "x", color=line.get_color(), markersize=6)
     ax.set_xlabel("number of tasks T")
-    ax.set_ylabel("parameters (M), ResNet-18")
-    ax.set_title("Parameters vs number of tasks (Fig. 5)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel(f"parameters (M), {backbone}, input {'x'.join(map(str, input_shape))}")
+    ax.set_title("Parameters vs number of tasks (Fig. 5; x: formulas)")
+    ax.legend(fontsize=7, ncol=2)
     save(fig, out / "fig5_params.png")
-
-
-class _FakeData:
-    """Just what ``backbone_factory`` reads: RGB 28x28 inputs."""
-
-    in_channels = 3
-    image_size = (28, 28)
+    table = out / "fig5_params.csv"
+    lines = ["T," + ",".join(rows)] + [f"{t}," + ",".join(str(rows[n][i]) for n in rows) for i, t in enumerate(counts)]
+    write_text_atomic(table, "\n".join(lines) + "\n")
+    print(f"wrote {table}")
 
 
 def fig6(algorithm: object, data: object, out: Path) -> None:

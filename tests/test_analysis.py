@@ -77,3 +77,22 @@ def test_analysis_script_writes_the_figures(tmp_path):
     assert script.main(["--run", str(tmp_path / "runs" / "shapes" / "r"), "--out", str(tmp_path / "figures")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "figures" / "r").glob("*.png"))
     assert pngs == ["fig3_pc_ratio.png", "fig4_spectra.png", "fig5_params.png", "fig6_router.png"]
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_built_architectures_hold_exactly_the_formulas_parameters(backbone):
+    """architectures.md's closed formulas (Fig. 5's crosses) equal the models actually built, heads excluded."""
+    from molabench.report import param_formulas as pf
+
+    facts = pf.backbone_facts(backbone)
+    assert facts["P"] == {"resnet18": 11_176_512, "resnet50": 23_508_032}[backbone]
+    formula = pf.formulas(facts["P"], facts["N_in"], facts["levels"], backbone, facts["S"])
+    for name, count in formula.items():
+        for t in (2, 3, 9):
+            assert pf.built_count(name, t, backbone, **pf.FIG5.get(name, {})) == count(t), (name, t)
+    # the spec's table: MedMNIST T = 9 (ResNet-18) and VLCS T = 4 (ResNet-50), in millions
+    table = {"resnet18": (9, {"cross_stitch": 100.59, "mmoe": 112.78, "cgc": 114.47, "dselect_k": 114.14, "ple": 124.41, "mtan": 25.41}),
+             "resnet50": (4, {"cross_stitch": 94.03, "mmoe": 96.44, "cgc": 118.74, "dselect_k": 97.64, "ple": 131.59, "mtan": 48.14})}
+    t, expected = table[backbone]
+    for name, millions in expected.items():
+        assert round(formula[name](t) / 1e6, 2) == millions, name

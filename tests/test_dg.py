@@ -261,7 +261,7 @@ def test_settings_a_method_cannot_serve_are_one_line_errors():
     tasks = [TaskSpec("a", 3), TaskSpec("b", 5)]
     with pytest.raises(ConfigError, match="one label space"):
         PENALTIES.build("selfreg", arch=_arch(setting="multi_input", tasks=tasks), tasks=tasks)
-    with pytest.raises(ConfigError, match="algorithm.name=adversarial"):
+    with pytest.raises(ConfigError, match=r"algorithm\.name=adversarial"):
         _algorithm({"architecture": {"name": "coded"}, "weighting": {"name": "ew"}, "penalties": {"mmd_aae": {}}})
     with pytest.raises(ConfigError, match="code layer"):
         _algorithm({"architecture": {"name": "uniform"}, "weighting": {"name": "ew"}, "algorithm": {"name": "adversarial"},

@@ -37,3 +37,22 @@ def test_list_valued_sweeps_expand_into_one_run_per_list():
         "[layer3,layer4]",
         "[layer1,layer2,layer3,layer4]",
     ]
+
+
+TABLE_SWEEPS = [s for s in SWEEPS if s in ("table1_radimagenet", "table2_vlcs", "table3_officehome", "table4_medmnist", "table5_nyuv2")]
+
+
+@pytest.mark.parametrize("sweep", TABLE_SWEEPS)
+def test_table_sweeps_name_every_row_of_the_paper_that_molabench_has(sweep):
+    """A method row of the paper's table whose method has a config here must be in the sweep."""
+    from molabench.report.paper import PAPER_LABELS, load_table
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
+    swept = set(str(cfg.hydra.sweeper.params["method"]).split(","))
+    have = {p.stem for p in (CONFIGS / "method").glob("*.yaml")}
+    by_label = {label: method for method, labels in PAPER_LABELS.items() if method != "ew" for label in labels}
+    rows = load_table(sweep).rows
+    wanted = {by_label[row] for row in rows if row in by_label and by_label[row] in have}
+    assert wanted <= swept, f"{sweep} misses {sorted(wanted - swept)}"
+    assert len(wanted) >= 5

@@ -134,8 +134,13 @@ class Architecture(nn.Module):
         return (p for p in self.parameters() if id(p) not in task_specific)
 
     def task_specific_parameters(self) -> Iterator[nn.Parameter]:
-        heads = getattr(self, "heads", None)
-        return heads.parameters() if isinstance(heads, nn.Module) else iter(())
+        return self.head_parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """The prediction heads' parameters (the ``heads`` module by convention; override otherwise):
+        what parameter counts of architectures leave out (architectures.md, Fig. 5)."""
+        heads = self._modules.get("heads")
+        return heads.parameters() if heads is not None else iter(())
 
 
 class SharedEncoderWithHeads(Architecture):

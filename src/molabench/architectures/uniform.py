@@ -55,6 +55,9 @@ class Uniform(Architecture):
     def task_specific_parameters(self) -> Iterator[nn.Parameter]:
         return iter(())
 
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        return self.head.parameters()
+
 
 @ARCHITECTURES.register("uniform")
 def uniform(

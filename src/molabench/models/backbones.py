@@ -7,6 +7,11 @@ heads and stage-wise architectures (Cross-Stitch, MTAN, LTB, FPN-like heads)::
 
     forward_stem(x)            conv1 -> bn1 -> relu -> maxpool
     forward_stage(name, x)     one of stage_names = ["layer1", "layer2", "layer3", "layer4"]
+    forward_stage_body(name, x)  the stage's blocks except the last (MTAN's u_i; identity if it has one block)
+    forward_stage_last(name, x)  the stage's last block (MTAN's p_i = last(body(x)) = forward_stage(name, x))
+    stage_blocks(name)         the stage's residual blocks (an ``nn.Sequential``)
+    block_type, block_expansion  the residual block class (torchvision BasicBlock | Bottleneck) and its
+                               expansion (1 | 4): stage i has (64, 128, 256, 512)[i] * expansion channels
     forward_stages(x)          [layer1 out, layer2 out, layer3 out, layer4 out]
     forward_features(x)        layer4 out, the final map (B, D, H / output_stride, W / output_stride)
     forward(x)                 flatten(adaptive_avg_pool(forward_features(x), 1))   -> (B, D)
@@ -144,6 +149,33 @@ class ResNetFeatures(nn.Module):
             raise ConfigError(f"ResNet stage {name!r} unknown; choose from {', '.join(self.stage_names)}")
         return getattr(self, name)(x)
 
+    def stage_blocks(self, name: str) -> nn.Sequential:
+        """The residual blocks of stage ``name`` (one of ``stage_names``), in order."""
+        if name not in self.stage_names:
+            raise ConfigError(f"ResNet stage {name!r} unknown; choose from {', '.join(self.stage_names)}")
+        return getattr(self, name)
+
+    def forward_stage_body(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Every block of stage ``name`` but the last (the identity for a one-block stage)."""
+        blocks = self.stage_blocks(name)
+        for block in list(blocks)[:-1]:
+            x = block(x)
+        return x
+
+    def forward_stage_last(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """The last block of stage ``name``: ``forward_stage_last(n, forward_stage_body(n, x)) == forward_stage(n, x)``."""
+        return self.stage_blocks(name)[-1](x)
+
+    @property
+    def block_type(self) -> type[nn.Module]:
+        """The residual block class of the stages (torchvision ``BasicBlock`` or ``Bottleneck``)."""
+        return type(self.layer1[0])
+
+    @property
+    def block_expansion(self) -> int:
+        """Output channels of a block per ``planes`` (1 for ``BasicBlock``, 4 for ``Bottleneck``)."""
+        return int(getattr(self.block_type, "expansion", 1))
+
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four stage outputs, shapes ``(B, num_chs_i, H / reduction_i, W / reduction_i)``."""
         x = self.forward_stem(x)
@@ -258,6 +290,15 @@ class TimmFeatures(nn.Module):
         raise self._no_maps()
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise self._no_maps()
+
+    def stage_blocks(self, name: str) -> nn.Sequential:
+        raise self._no_maps()
+
+    def forward_stage_body(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        raise self._no_maps()
+
+    def forward_stage_last(self, name: str, x: torch.Tensor) -> torch.Tensor:
         raise self._no_maps()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

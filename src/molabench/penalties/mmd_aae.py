@@ -62,7 +62,7 @@ class MMDAAE(Adversary):
         """The three unweighted terms of the generator's objective."""
         h, f = ctx.forward.representation, ctx.forward.aux["features"]
         assert h is not None
-        total, pairs = pairwise_mmd2(h, ctx.batch.task, self.num_domains, mmd_aae_kernel)
+        total, _ = pairwise_mmd2(h, ctx.batch.task, self.num_domains, mmd_aae_kernel)
         return {
             "ae": F.mse_loss(self.decoder(h), f.detach()),
             "mmd": total,
