@@ -56,3 +56,40 @@ def test_table_sweeps_name_every_row_of_the_paper_that_molabench_has(sweep):
     wanted = {by_label[row] for row in rows if row in by_label and by_label[row] in have}
     assert wanted <= swept, f"{sweep} misses {sorted(wanted - swept)}"
     assert len(wanted) >= 5
+
+
+@pytest.mark.parametrize("sweep", [s for s in SWEEPS if s.startswith("table")])
+def test_paper_sweeps_follow_the_authors_protocol_or_say_why_not(sweep):
+    """trainer=paper refuses a run whose image size or backbone is not data.protocol's: every combination a
+    table sweep launches must pass that check, except a backbone molabench does not have (RadImageNet's
+    ShuffleNet), which must fail with the one-line reason."""
+    from omegaconf import OmegaConf
+
+    from molabench.errors import ConfigError
+    from molabench.models.backbones import BACKBONES
+    from molabench.train import check_protocol
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
+        params = dict(cfg.hydra.sweeper.params)
+        choices = [f"{k}={v.split(',')[0]}" for k, v in params.items() if k in ("data", "backbone")]
+        job = compose(config_name="config", overrides=[f"+sweep={sweep}", *choices])
+    resolved = OmegaConf.to_container(job, resolve=True)
+    wanted = (resolved["data"].get("protocol") or {}).get("backbone")
+    if resolved["trainer"].get("follow_protocol") and wanted is not None and wanted not in BACKBONES:
+        with pytest.raises(ConfigError, match="does not have"):
+            check_protocol(resolved)
+    else:
+        check_protocol(resolved)
+
+
+def test_trainer_paper_names_what_to_add_when_the_run_is_not_the_authors_recipe():
+    from omegaconf import OmegaConf
+
+    from molabench.errors import ConfigError
+    from molabench.train import check_protocol
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        job = compose(config_name="config", overrides=["data=vlcs", "trainer=paper", "data.image_size=64"])
+    with pytest.raises(ConfigError, match=r"add data\.image_size=224 backbone=resnet50"):
+        check_protocol(OmegaConf.to_container(job, resolve=True))

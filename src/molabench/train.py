@@ -156,6 +156,32 @@ def _prepare_run_folder(results_dir: Path, run_dir: Path) -> Any:
     return lock
 
 
+def check_protocol(cfg: Mapping[str, Any]) -> None:
+    """``trainer.follow_protocol`` (trainer=paper): the run must use the authors' image size and backbone of
+    ``data.protocol``, which the data config states but cannot impose on the backbone group; a mismatch is a
+    one-line error saying what to add (rather than an authors' recipe silently run on another network)."""
+    from molabench.errors import ConfigError
+
+    if not cfg["trainer"].get("follow_protocol"):
+        return
+    protocol = (cfg["data"].get("protocol") or {})
+    wanted = {"data.image_size": protocol.get("image_size"), "backbone": protocol.get("backbone")}
+    have = {"data.image_size": cfg["data"].get("image_size"), "backbone": cfg["backbone"].get("name")}
+    wrong = [f"{key}={wanted[key]}" for key in wanted if wanted[key] is not None and str(wanted[key]) != str(have[key])]
+    if wrong:
+        from molabench.models.backbones import BACKBONES
+
+        if str(wanted["backbone"]) not in BACKBONES:
+            raise ConfigError(
+                f"trainer=paper follows the authors' recipe for data={cfg['data']['name']}, whose backbone "
+                f"{wanted['backbone']} molabench does not have; run with trainer=cpu (or trainer=default) instead"
+            )
+        raise ConfigError(
+            f"trainer=paper follows the authors' recipe for data={cfg['data']['name']}: add {' '.join(wrong)} "
+            "(or use trainer=cpu / trainer=default for another budget)"
+        )
+
+
 def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -> dict[str, Any]:
     """Train one configuration (or resume it, or skip it when already complete; ``trainer.resume``)
     and write its record; returns the record (``skipped: True`` when it was complete already).
@@ -175,6 +201,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
     from molabench.report.records import RECORD_NAME
 
     method, seed = cfg["method"]["name"], int(cfg["seed"])
+    check_protocol(cfg)
     policy = str(cfg["trainer"].get("resume") or "auto")
     if policy not in RESUME_POLICIES:
         raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_POLICIES)}, got {policy!r}")
