@@ -30,8 +30,7 @@ also the base of Learning to Branch (``ltb``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -42,7 +41,7 @@ from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Architecture, Forward, task_groups
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
-from molabench.models.task_norm import TaskBatchNorm
+from molabench.models.task_norm import task_norm_rows
 
 STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 INITS: tuple[str, ...] = ("paper", "ones")
@@ -63,31 +62,6 @@ def check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"method.architecture.{name} must be true or false, got {value!r}")
     return value
-
-
-@contextmanager
-def task_norm_rows(module: nn.Module, task: Tensor, rows: Tensor | None) -> Iterator[None]:
-    """Per-task BatchNorm (``trainer.bn_stats=per_task``) for a forward of ``module`` over the samples ``rows``.
-
-    The algorithm describes the whole (task-sorted) batch ``task`` to the converted layers; a
-    branch run on a subset of it (a task's own layer4 or attention path) would not match. For
-    the duration of the block the active contexts of ``module``'s layers describe ``task[rows]``
-    (``rows`` ascending keeps it sorted), then the whole batch again. Nothing happens without
-    converted layers, without an active context, or when ``rows`` is None (the whole batch).
-    """
-    contexts = {}
-    if rows is not None and rows.numel() != task.numel():
-        for m in module.modules():
-            ctx = getattr(m, "context", None) if isinstance(m, TaskBatchNorm) else None
-            if ctx is not None and ctx.active and ctx.batch == task.numel():
-                contexts[id(ctx)] = ctx
-    for ctx in contexts.values():
-        ctx.set(task[rows])
-    try:
-        yield
-    finally:
-        for ctx in contexts.values():
-            ctx.set(task)
 
 
 def sit_out_singletons(groups: list[Tensor | None], positions: int) -> list[Tensor | None]:
@@ -215,5 +189,5 @@ def initial_stitch(num_tasks: int, init: str) -> Tensor:
 ARCHITECTURES.register("cross_stitch")(CrossStitch)
 
 __all__ = [
-    "CrossStitch", "StageColumns", "head_input", "initial_stitch", "sit_out_singletons", "stage_wise_encoder", "task_norm_rows",
+    "CrossStitch", "StageColumns", "head_input", "initial_stitch", "sit_out_singletons", "stage_wise_encoder",
 ]

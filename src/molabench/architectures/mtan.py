@@ -51,10 +51,10 @@ from molabench.architectures.cross_stitch import (
     head_input,
     sit_out_singletons,
     stage_wise_encoder,
-    task_norm_rows,
 )
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.task_norm import task_norm_rows
 
 
 def attention_unit(in_channels: int, mid_channels: int, out_channels: int) -> nn.Sequential:

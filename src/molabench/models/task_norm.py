@@ -306,3 +306,28 @@ def convert_batchnorm(module: nn.Module, context: TaskNormContext, skip: tuple[n
 def task_norm_layers(module: nn.Module) -> list[TaskBatchNorm]:
     """Every :class:`TaskBatchNorm` below ``module``."""
     return [m for m in module.modules() if isinstance(m, TaskBatchNorm)]
+
+
+@contextmanager
+def task_norm_rows(module: nn.Module, task: Tensor, rows: Tensor | None) -> Iterator[None]:
+    """Per-task BatchNorm (``trainer.bn_stats=per_task``) for a forward of ``module`` over the samples ``rows``.
+
+    The algorithm describes the whole (task-sorted) batch ``task`` to the converted layers; a
+    branch run on a subset of it (a task's own layer4 or attention path) would not match. For
+    the duration of the block the active contexts of ``module``'s layers describe ``task[rows]``
+    (``rows`` ascending keeps it sorted), then the whole batch again. Nothing happens without
+    converted layers, without an active context, or when ``rows`` is None (the whole batch).
+    """
+    contexts = {}
+    if rows is not None and rows.numel() != task.numel():
+        for m in module.modules():
+            ctx = getattr(m, "context", None) if isinstance(m, TaskBatchNorm) else None
+            if ctx is not None and ctx.active and ctx.batch == task.numel():
+                contexts[id(ctx)] = ctx
+    for ctx in contexts.values():
+        ctx.set(task[rows])
+    try:
+        yield
+    finally:
+        for ctx in contexts.values():
+            ctx.set(task)
