@@ -240,7 +240,8 @@ def test_mmd_aae_terms_and_discriminator_loss_follow_the_spec():
     h, f = fwd.representation, fwd.aux["features"]
     assert h.shape == (6, 16) and f.shape == (6, 512)
     ctx = PenaltyContext(batch, fwd, torch.zeros(3))
-    terms = penalty.terms(ctx)
+    terms = {k: v.detach() for k, v in penalty.terms(ctx).items()}
+    h, f = h.detach(), f.detach()
     assert float(terms["ae"]) == pytest.approx(float(((penalty.decoder(h) - f) ** 2).mean()), rel=1e-6)
     assert float(terms["adv"]) == pytest.approx(float(((penalty.discriminator(h) - 1) ** 2).mean()), rel=1e-6)
     assert float(terms["mmd"]) == pytest.approx(float(pairwise_mmd2(h, batch.task, 3, mmd_aae_kernel)[0]), rel=1e-6)
