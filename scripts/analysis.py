@@ -89,12 +89,12 @@ def fig4(algorithm: object, out: Path, layers: int = 3) -> None:
     save(fig, out / "fig4_spectra.png")
 
 
-def fig5(out: Path, backbone: str = "resnet18", input_shape: tuple[int, int, int] = (3, 224, 224)) -> None:
+def fig5(out: Path, backbone: str = "resnet18", input_shape: tuple[int, int, int] = (3, 224, 224), max_tasks: int = 12) -> None:
     """Parameters (heads excluded) vs number of tasks T = 2..12 for the paper's Fig. 5 architectures, counted
     on models actually built (meta device); crosses mark architectures.md's closed formulas."""
     from molabench.report import param_formulas as pf
 
-    counts = list(range(2, 13))
+    counts = list(range(2, max_tasks + 1))
     facts = pf.backbone_facts(backbone, input_shape)
     formula = pf.formulas(int(facts["P"]), int(facts["N_in"]), list(facts["levels"]), backbone, int(facts["S"]))  # type: ignore[arg-type]
     fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -136,17 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="an HPS run to compare principal-component ratios with")
     parser.add_argument("--params-only", action="store_true", help="only the parameter-count figure")
     parser.add_argument("--out", type=Path, default=Path("results/figures"))
+    parser.add_argument("--fig5-max-tasks", type=int, default=12, help="Fig. 5 counts T = 2..this (paper: 12)")
     args = parser.parse_args(argv)
     try:
         if args.params_only or args.run is None:
-            fig5(args.out)
+            fig5(args.out, max_tasks=args.fig5_max_tasks)
             return 0
         record, algorithm, data = load_run(args.run)
         out = args.out / record["run_id"]
         baseline = load_run(args.baseline)[1] if args.baseline else None
         fig3(algorithm, baseline, out)
         fig4(algorithm, out)
-        fig5(out)
+        fig5(out, max_tasks=args.fig5_max_tasks)
         if record["method"] == "mola_router":
             fig6(algorithm, data, out)
     except MolabenchError as exc:

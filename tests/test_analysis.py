@@ -74,7 +74,7 @@ def test_analysis_script_writes_the_figures(tmp_path):
     spec = importlib.util.spec_from_file_location("analysis_script", ROOT / "scripts" / "analysis.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["--run", str(tmp_path / "runs" / "shapes" / "r"), "--out", str(tmp_path / "figures")]) == 0
+    assert script.main(["--run", str(tmp_path / "runs" / "shapes" / "r"), "--out", str(tmp_path / "figures"), "--fig5-max-tasks", "3"]) == 0
     pngs = sorted(p.name for p in (tmp_path / "figures" / "r").glob("*.png"))
     assert pngs == ["fig3_pc_ratio.png", "fig4_spectra.png", "fig5_params.png", "fig6_router.png"]
 
