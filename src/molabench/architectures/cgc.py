@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Forward, task_groups
 from molabench.architectures.experts import (
-    ExpertArchitecture,
     PixelGate,
+    SharedAndTaskExperts,
     check_count,
     check_counts,
     check_input_shape,
@@ -43,7 +43,7 @@ from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
 
 
-class CGC(ExpertArchitecture):
+class CGC(SharedAndTaskExperts):
     def __init__(
         self,
         tasks: Sequence[TaskSpec],
@@ -92,22 +92,6 @@ class CGC(ExpertArchitecture):
             outputs.append(head(self.rows(z, idx) if self.route_all else z))
             aux[f"gate_weights/{spec.name}"] = weights
         return Forward(outputs, groups, None, aux)
-
-    def shared_modules(self) -> list[nn.Module]:
-        return [self.shared]
-
-    def task_modules(self) -> list[nn.Module]:
-        return [self.heads, self.gates, self.task_experts]
-
-    def param_counts(self) -> dict[str, int]:
-        """Expert counts, the experts' parameters ((m_s + Σ m_t)·P) and the gates' (Σ_t (m_s + m_t)(N_in + 1))."""
-        return {
-            "experts": self.num_shared + sum(self.num_task_experts),
-            "shared_experts": self.num_shared,
-            "task_experts": sum(self.num_task_experts),
-            "expert_params": self.count([self.shared, self.task_experts]),
-            "gates": self.count(self.gates),
-        }
 
 
 @ARCHITECTURES.register("cgc")

@@ -240,10 +240,34 @@ class ExpertArchitecture(Architecture):
         return sum(p.numel() for m in modules for p in m.parameters())
 
 
+class SharedAndTaskExperts(ExpertArchitecture):
+    """CGC and PLE: ``self.shared`` experts for every task and ``self.task_experts[t]`` for task t only."""
+
+    num_shared: int
+    num_task_experts: list[int]
+
+    def shared_modules(self) -> list[nn.Module]:
+        return [self.shared]
+
+    def task_modules(self) -> list[nn.Module]:
+        return [self.heads, self.gates, self.task_experts]
+
+    def param_counts(self) -> dict[str, int]:
+        """Expert counts, the experts' parameters ((m_s + Σ m_t)·P) and the gates' (the architecture's formula)."""
+        return {
+            "experts": self.num_shared + sum(self.num_task_experts),
+            "shared_experts": self.num_shared,
+            "task_experts": sum(self.num_task_experts),
+            "expert_params": self.count([self.shared, self.task_experts]),
+            "gates": self.count(self.gates),
+        }
+
+
 __all__ = [
     "ExpertArchitecture",
     "PixelGate",
     "PixelLinear",
+    "SharedAndTaskExperts",
     "assemble",
     "check_count",
     "check_counts",

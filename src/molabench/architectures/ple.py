@@ -36,9 +36,9 @@ from torch import Tensor, nn
 from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Forward, task_groups
 from molabench.architectures.experts import (
-    ExpertArchitecture,
     PixelGate,
     Shape,
+    SharedAndTaskExperts,
     assemble,
     check_count,
     check_counts,
@@ -78,7 +78,7 @@ def level_input_shapes(expert: nn.Module, input_shape: Shape) -> list[Shape]:
     return shapes
 
 
-class PLE(ExpertArchitecture):
+class PLE(SharedAndTaskExperts):
     def __init__(
         self,
         tasks: Sequence[TaskSpec],
@@ -159,22 +159,6 @@ class PLE(ExpertArchitecture):
             for head, z in zip(self.heads, finals, strict=True)
         ]
         return Forward(outputs, groups, None, aux)
-
-    def shared_modules(self) -> list[nn.Module]:
-        return [self.shared]
-
-    def task_modules(self) -> list[nn.Module]:
-        return [self.heads, self.gates, self.task_experts]
-
-    def param_counts(self) -> dict[str, int]:
-        """Expert counts, the experts' parameters ((m_s + Σ m_t)·P) and the gates' (Σ_t (m_s + m_t) Σ_i (n_i + 1))."""
-        return {
-            "experts": self.num_shared + sum(self.num_task_experts),
-            "shared_experts": self.num_shared,
-            "task_experts": sum(self.num_task_experts),
-            "expert_params": self.count([self.shared, self.task_experts]),
-            "gates": self.count(self.gates),
-        }
 
 
 @ARCHITECTURES.register("ple")
