@@ -14,6 +14,12 @@ model's optimiser). ``loss_scaling: false`` gives IMTL-G alone.
 The IMTL-G weights come from torchjd's ``IMTLGWeighting`` (pinned in pyproject.toml):
 ``alpha = M^+ n / (1^T M^+ n)`` with ``n_t = |g_t|``, the same point as the closed form above when
 the gradients are linearly independent, and still defined (via the pseudo-inverse) when they are not.
+
+The common projection is ``d . u_t = 1 / (1^T M^+ n)``, whose sign is that of ``1^T M^+ n``: it can be
+negative (e.g. one gradient ten times longer than two others that point against it), and then ``d``
+conflicts with *every* task. That is IMTL-G as its paper, LibMTL and torchjd define it; molabench
+keeps it (``tests/test_weighting_aggregators.py`` pins such a case) and leaves IMTL out of the family's
+non-conflict property.
 """
 
 from __future__ import annotations
