@@ -29,6 +29,15 @@ ROUTER = {
 }
 
 
+@pytest.mark.parametrize("shape", [(64, 576), (300, 40), (16, 16, 3, 3)])
+def test_singular_values_equal_svdvals(shape):
+    weight = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    s = analysis.singular_values(weight)
+    reference = torch.linalg.svdvals(weight.double().reshape(shape[0], -1))
+    assert s.shape == reference.shape and bool((s[:-1] >= s[1:]).all())
+    assert float((s - reference).abs().max()) <= 1e-12 * float(reference[0])
+
+
 def test_spectra_ratios_and_router_embeddings(tiny_shapes):
     torch.manual_seed(0)
     algorithm = build_algorithm(ROUTER, {"name": "resnet18"}, tiny_shapes)
@@ -61,15 +70,10 @@ def test_parameter_counts_grow_with_tasks():
 
 @pytest.mark.slow
 def test_analysis_script_writes_the_figures(tmp_path):
-    import subprocess
-    import sys
+    from tests.cli import train
 
-    run = subprocess.run(
-        [sys.executable, "-m", "molabench.train", "method=mola_router", "method.router=light", "trainer=smoke",
-         "trainer.checkpoint=true", "data.n_train=16", "data.n_val=8", "data.n_test=8", "data.image_size=16",
-         "run_id=r", f"results_dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    run = train("method=mola_router", "method.router=light", "trainer=smoke", "trainer.checkpoint=true", "data.n_train=16",
+                "data.n_val=8", "data.n_test=8", "data.image_size=16", "run_id=r", results=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr
     spec = importlib.util.spec_from_file_location("analysis_script", ROOT / "scripts" / "analysis.py")
     script = importlib.util.module_from_spec(spec)

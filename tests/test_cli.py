@@ -1,8 +1,8 @@
-"""End-to-end: the entry point as a user runs it (subprocesses), records and tables."""
+"""End-to-end: the entry point as a user runs it (in this process, see tests/cli.py; signals in a
+subprocess), records and tables."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,36 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.cli import ROOT, SMOKE, assert_one_line_error, records, train
 
 from molabench.report.tables import main as tables_main
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ["trainer=smoke", "data.n_train=16", "data.n_val=8", "data.n_test=8", "data.image_size=16"]
-
-
-def train(*args: str, results: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "molabench.train", *args, f"results_dir={results}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-
-
-def records(results: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((results / "runs").rglob("record.json"))]
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.mark.slow
@@ -185,3 +158,19 @@ def test_an_interrupted_run_leaves_an_interrupted_record_and_a_checkpoint(tmp_pa
     (record,) = records(tmp_path)
     assert record["status"] == "interrupted" and record["error"] == "interrupted by SIGINT" and record["resumable"]
     assert Path(record["checkpoint"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["t", "-m", "a=1", "b=2"], ["t", "-m", "X", "a=1", "b=2"]),
+        (["t", "--config-dir", "/p", "a=1", "--cfg", "job"], ["t", "--config-dir", "/p", "X", "a=1", "--cfg", "job"]),
+        (["t", "-cd", "/p", "-m"], ["t", "-cd", "/p", "-m", "X"]),
+        (["t"], ["t", "X"]),
+    ],
+)
+def test_the_sweep_folder_override_joins_the_users_overrides(argv, expected):
+    from molabench.train import _add_override
+
+    _add_override(argv, "X")
+    assert argv == expected

@@ -310,7 +310,7 @@ def test_npz_object_array_and_task_sizes(tmp_path):
 
 @pytest.mark.slow
 def test_train_through_configuration_alone(tmp_path):
-    from tests.test_cli import records, train
+    from tests.cli import records, train
 
     folders = tmp_path / "newdomains"
     make_tree(folders, {"d1": ["u", "v", "w"], "d2": ["u", "v", "w"]}, per_class=6)

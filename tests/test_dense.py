@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from tests.test_cli import assert_one_line_error, records, train
+from tests.cli import assert_one_line_error, records, train
 
 from molabench.data import build_data
 from molabench.data.loader import BatchLoader

@@ -279,7 +279,7 @@ def test_settings_a_method_cannot_serve_are_one_line_errors():
 
 @pytest.mark.slow
 def test_dg_methods_run_end_to_end_and_rows_say_which_head(tmp_path):
-    from tests.test_cli import SMOKE, records, train
+    from tests.cli import SMOKE, records, train
 
     from molabench.report.tables import main as tables_main
 

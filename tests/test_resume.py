@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests.cli import train
 
 from molabench.data.loader import BatchLoader
 from molabench.engine.checkpoint import (
@@ -401,7 +402,7 @@ def digest(record: dict[str, Any]) -> str:
 
 @pytest.mark.slow
 def test_a_run_killed_again_and_again_ends_as_the_uninterrupted_run(tmp_path):
-    plain = subprocess.run(_command(tmp_path / "plain"), cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300)
+    plain = train(*_command(tmp_path / "plain")[3:])  # the uninterrupted run, in this process (tests/cli.py)
     assert plain.returncode == 0, plain.stderr
     reference = _record(tmp_path / "plain")
 
@@ -427,7 +428,7 @@ def test_a_run_killed_again_and_again_ends_as_the_uninterrupted_run(tmp_path):
     # kill -9 during the final evaluation of the selected weights
     assert _stop_at(results, "final:3", signal.SIGKILL).returncode == -signal.SIGKILL
     # the same command again: resumes and completes
-    done = subprocess.run(_command(results), cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300)
+    done = train(*_command(results)[3:])
     assert done.returncode == 0, done.stderr
     record = _record(results)
     assert record["status"] == "complete" and record["attempts"] == 5 and not Path(record["checkpoint"]).exists()
@@ -435,7 +436,7 @@ def test_a_run_killed_again_and_again_ends_as_the_uninterrupted_run(tmp_path):
     assert digest(record) == digest(reference)
     print(f"\nrecord digests: uninterrupted {digest(reference)}  killed 4 times {digest(record)}")
     # and once more: nothing to do
-    again = subprocess.run(_command(results), cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300)
+    again = train(*_command(results)[3:])
     assert again.returncode == 0 and "already complete" in again.stderr and _record(results)["attempts"] == 5
 
 
@@ -446,11 +447,11 @@ def test_a_run_killed_again_and_again_ends_as_the_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_sweep_reports_every_job_and_fails_when_one_failed(tmp_path, launcher):
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    args = [sys.executable, "-m", "molabench.train", "-m", *TINY, "trainer.epochs=1", "trainer.max_steps_per_epoch=1,0", *extra, f"results_dir={tmp_path}"]
-    first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300)
+    args = ["-m", *TINY, "trainer.epochs=1", "trainer.max_steps_per_epoch=1,0", *extra, f"results_dir={tmp_path}"]
+    first = train(*args)
     assert first.returncode == 2, first.stderr
     assert "sweep summary: 2 job(s): 1 complete, 1 failed" in first.stdout, first.stdout
     (failure,) = [line for line in first.stdout.splitlines() if line.strip().startswith("failed ")]
     assert "trainer.max_steps_per_epoch=0" in failure and failure.endswith("trainer.max_steps_per_epoch must be at least 1, got 0")
-    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300)
+    second = train(*args)
     assert second.returncode == 2 and "1 skipped (already complete), 1 failed" in second.stdout, second.stdout

@@ -670,6 +670,20 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
+_NO_JOB_OPTIONS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc", "--version")
+_VALUE_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p", "--experimental-rerun")
+
+
+def _add_override(argv: list[str], override: str) -> None:
+    """Add ``override`` to a Hydra command line beside the user's overrides: argparse takes the
+    overrides only as one run of positional arguments (before the first one, else at the end)."""
+    for i in range(1, len(argv)):
+        if not argv[i].startswith("-") and argv[i - 1] not in _VALUE_OPTIONS:
+            argv.insert(i, override)
+            return
+    argv.append(override)
+
+
 def main() -> None:
     import os
     import shutil
@@ -678,9 +692,10 @@ def main() -> None:
     from molabench.engine.checkpoint import Interrupted, received_signal
     from molabench.errors import MolabenchError
 
+    runs_jobs = not any(arg in _NO_JOB_OPTIONS or arg.startswith(("--cfg", "-c=", "--info=", "--shell-completion")) for arg in sys.argv[1:])
     try:
         _check_group_choices(sys.argv[1:])
-        if not any(arg in ("--help", "-h", "--hydra-help", "--info") or arg.startswith("--cfg") for arg in sys.argv[1:]):
+        if runs_jobs:
             _check_overrides(sys.argv[1:])
     except MolabenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -690,6 +705,10 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="molabench-jobs-"))
     os.environ[SWEEP_ENV] = str(folder)
+    if runs_jobs:
+        # Each job reads the folder from its own environment, set by Hydra in the job's process: a
+        # launcher's reused worker (joblib's loky pool) would otherwise keep an earlier command's folder.
+        _add_override(sys.argv, f"++hydra.job.env_set.{SWEEP_ENV}={folder}")
     code: int | str | None = 0
     try:
         with _ParentSignals(folder):
