@@ -115,7 +115,8 @@ def test_every_method_config_completes_a_smoke_run(tmp_path):
     domain_only = ["selfreg"]  # one label space: domain data only
     tasks = [m for m in methods if m not in domain_only]
     # both cores (one thread a job, as sweeps run): the longest end-to-end test of the suite
-    proc = train("-m", f"method={','.join(tasks)}", *SMOKE, "trainer.batching=per_task", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", results=tmp_path)
+    small = ["data.tasks=[shape,colour]", "trainer.max_steps_per_epoch=2"]  # T = 2: the multi-column architectures cost T x
+    proc = train("-m", f"method={','.join(tasks)}", *SMOKE, *small, "trainer.batching=per_task", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", results=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = train("-m", f"method={','.join(domain_only)}", *SMOKE, "data=shapes_domains", results=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
