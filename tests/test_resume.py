@@ -455,3 +455,32 @@ def test_a_sweep_reports_every_job_and_fails_when_one_failed(tmp_path, launcher)
     assert "trainer.max_steps_per_epoch=0" in failure and failure.endswith("trainer.max_steps_per_epoch must be at least 1, got 0")
     second = train(*args)
     assert second.returncode == 2 and "1 skipped (already complete), 1 failed" in second.stdout, second.stdout
+
+
+def test_resuming_with_changed_code_is_flagged(tmp_path, monkeypatch):
+    import molabench.engine.checkpoint as checkpoint
+    import molabench.engine.trainer as trainer
+
+    real, calls = trainer.evaluate, []
+
+    def interrupted_second_time(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    args = (*TINY, "trainer.epochs=2", "trainer.max_steps_per_epoch=1", "run_id=c")
+    monkeypatch.setattr(trainer, "evaluate", interrupted_second_time)
+    first = train(*args, results=tmp_path)
+    assert first.returncode == 128 + signal.SIGTERM and _record(tmp_path)["status"] == "interrupted", first.stderr
+    monkeypatch.setattr(trainer, "evaluate", real)
+    written_by = load_checkpoint(tmp_path / "runs" / "shapes" / "c" / "checkpoint.pt")["code"]
+    assert written_by == checkpoint.code_version() and _record(tmp_path)["env"]["code"] == written_by
+    monkeypatch.setattr(checkpoint, "_CODE_VERSION", "0" * 16)  # as if molabench's source had changed since
+    second = train(*args, results=tmp_path)
+    assert second.returncode == 0, second.stderr
+    (warning,) = [line for line in second.stderr.splitlines() if line.startswith("warning: resuming run c with changed molabench code")]
+    assert written_by in warning and "trainer.resume=never" in warning
+    record = _record(tmp_path)
+    assert record["status"] == "complete" and record["resumed_from"]["code_changed"] is True
+    assert (record["resumed_from"]["code_before"], record["resumed_from"]["code_now"]) == (written_by, "0" * 16)

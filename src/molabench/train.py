@@ -280,6 +280,15 @@ def _train(
     if resume is not None:
         at = resume["position"]
         record["resumed_from"] = {"epoch": int(at["epoch"]), "step": int(at["step"]), "phase": at["phase"], "status": earlier.get("status")}
+        from molabench.engine.checkpoint import code_version
+
+        if resume.get("code") != code_version():  # an edit, a pull, another version: no longer bitwise the uninterrupted run
+            record["resumed_from"].update(code_changed=True, code_before=resume.get("code"), code_now=code_version())
+            print(
+                f"warning: resuming run {run_id} with changed molabench code (checkpoint written by {resume.get('code') or 'an older version'}, "
+                f"now {code_version()}): the result may differ from an uninterrupted run; use trainer.resume=never to start afresh",
+                file=sys.stderr,
+            )
     started = time.time()
     wall_before = float(earlier.get("wall_s") or 0.0) if resume is not None else 0.0
     with SignalGuard() as guard, _warnings_into(record):

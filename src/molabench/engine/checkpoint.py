@@ -65,6 +65,24 @@ NOT_IDENTITY = (
 RESUME_POLICIES = ("auto", "never", "must")
 
 
+def code_version() -> str:
+    """The SHA-256 (16 hex) of molabench's own source: every ``.py`` file of the package, by
+    relative path and content. Checkpoints and records carry it, so that resuming with changed code
+    (an edit, a ``git pull``, another installed version) is flagged: the resumed run is then no
+    longer bitwise the uninterrupted one. Also works for an installed wheel (no git needed)."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        root = Path(__file__).resolve().parents[1]
+        digest = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        _CODE_VERSION = digest.hexdigest()[:16]
+    return _CODE_VERSION
+
+
+_CODE_VERSION: str | None = None
+
+
 # -- identity -----------------------------------------------------------------------------------
 
 
@@ -198,7 +216,7 @@ class Checkpointer:
     def save(self, state: dict[str, Any]) -> None:
         from molabench.atomic import atomic_write
 
-        payload = {"format": FORMAT, "identity": self.identity, "written": time.time(), **state}
+        payload = {"format": FORMAT, "identity": self.identity, "code": code_version(), "written": time.time(), **state}
         start = time.perf_counter()
         atomic_write(self.path, lambda tmp: torch.save(payload, tmp))
         self.last_write_s = time.perf_counter() - start

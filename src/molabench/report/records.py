@@ -51,6 +51,8 @@ def git_commit(start: Path | None = None) -> str | None:
 
 
 def environment(device: torch.device | str) -> dict[str, Any]:
+    from molabench.engine.checkpoint import code_version
+
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -58,6 +60,7 @@ def environment(device: torch.device | str) -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),
         "git_commit": git_commit(),
+        "code": code_version(),  # molabench's source digest (a checkpoint carries it too)
         "platform": platform.platform(),
     }
 
