@@ -107,6 +107,7 @@ def test_smoke_runs_on_the_real_shared_data(tmp_path, dataset, options):
     assert proc.returncode == 0, proc.stderr
     (record,) = records(tmp_path)
     assert record["status"] == "complete" and len(record["metrics"]["test"]) == len(record["tasks"]) + 1
+    assert record["config_unread"] == []
 
 
 @pytest.mark.slow
@@ -124,6 +125,8 @@ def test_every_method_config_completes_a_smoke_run(tmp_path):
     assert sorted(r["method"] for r in runs) == methods
     failed = {r["method"]: r.get("error") for r in runs if r["status"] != "complete"}
     assert not failed
+    ignored = {r["method"]: r["config_unread"] for r in runs if r["config_unread"]}
+    assert not ignored  # every key of every method config was read (tests/test_config_honesty.py)
 
 
 @pytest.mark.slow

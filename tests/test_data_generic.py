@@ -331,7 +331,7 @@ def test_train_through_configuration_alone(tmp_path):
         proc = train(*args, "trainer=smoke", "method=hps", results=results)
         assert proc.returncode == 0, proc.stderr[-3000:]
         (record,) = records(results)
-        assert record["status"] == "complete" and record["experiment"] == name
+        assert record["status"] == "complete" and record["experiment"] == name and record["config_unread"] == []
         assert record["data"] == (folders.name if name == "folder_domains" else arrays.name)
         tasks = ["d1", "d2"] if name == "folder_domains" else ["first", "second"]
         assert [t["column"] for t in record["tasks"]] == tasks

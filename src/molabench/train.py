@@ -15,6 +15,7 @@ a non-zero exit when one failed, with either launcher; a failing job never stops
 from __future__ import annotations
 
 import random
+import re
 import sys
 import time
 import warnings
@@ -46,7 +47,10 @@ def _resolve_device(name: str) -> Any:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={name!r} is not a device torch knows; use device=auto, cpu, cuda or cuda:N") from None
 
 
 def _seed_everything(seed: int) -> None:
@@ -119,11 +123,18 @@ def _resume_plan(policy: str, previous: dict[str, Any] | None, identity: str, ch
     state = None
     if checkpoint.is_file() and policy != "never":
         try:
-            state = load_checkpoint(checkpoint)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch warns about a damaged file's "pickle protocol" before it fails
+                state = load_checkpoint(checkpoint)
         except Exception as exc:  # a checkpoint from another version, or damaged outside molabench
+            # torch's load errors run over several lines and sentences: the first sentence says what failed
+            reason = _one_line(str(exc)).split(". ")[0][:200] or type(exc).__name__
             if policy == "must":
-                raise ConfigError(f"cannot resume run {run_id}: its checkpoint {checkpoint} does not load ({exc})") from None
-            print(f"warning: starting run {run_id} afresh: its checkpoint {checkpoint} does not load ({exc})", file=sys.stderr)
+                raise ConfigError(
+                    f"cannot resume run {run_id}: its checkpoint {checkpoint} does not load ({reason}); "
+                    "restore the file, or use trainer.resume=auto to train the run afresh"
+                ) from None
+            print(f"warning: starting run {run_id} afresh: its checkpoint {checkpoint} does not load ({reason})", file=sys.stderr)
         else:
             if state.get("identity") != identity:
                 if policy == "must":
@@ -182,7 +193,7 @@ def check_protocol(cfg: Mapping[str, Any]) -> None:
         )
 
 
-def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -> dict[str, Any]:
+def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool, sources: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """Train one configuration (or resume it, or skip it when already complete; ``trainer.resume``)
     and write its record; returns the record (``skipped: True`` when it was complete already).
 
@@ -190,6 +201,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
     is updated every epoch and ends ``complete``, ``failed`` (with the error) or ``interrupted``
     (SIGTERM/SIGINT; resumable). Raises :class:`~molabench.engine.checkpoint.Interrupted` on a
     signal, after the checkpoint and the record are written."""
+    from molabench.config_reads import ReadTracker
     from molabench.engine.checkpoint import (
         CHECKPOINT_NAME,
         RESUME_POLICIES,
@@ -200,13 +212,15 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
     from molabench.errors import ConfigError
     from molabench.report.records import RECORD_NAME
 
+    plain, cfg = cfg, ReadTracker(cfg, sources=sources)  # the run reads through the tracker; the record keeps the plain config
     method, seed = cfg["method"]["name"], int(cfg["seed"])
     check_protocol(cfg)
+    _resolve_device(str(cfg.get("device", "auto")))  # an impossible device fails before anything is written
     policy = str(cfg["trainer"].get("resume") or "auto")
     if policy not in RESUME_POLICIES:
         raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_POLICIES)}, got {policy!r}")
     schedule = CheckpointSchedule.parse(cfg["trainer"].get("checkpoint_every", 1))
-    identity = fingerprint(cfg)
+    identity = fingerprint(plain)
     run_id = str(cfg.get("run_id") or f"{method}-s{seed}-{identity[:8]}")
     experiment = str(cfg["experiment"])
     check_run_path(experiment, run_id)
@@ -223,7 +237,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
             assert state is not None
             return {**state, "path": str(record_path), "skipped": True}
         return _train(
-            cfg, task_overrides, parallel_job, run_id=run_id, identity=identity, run_dir=run_dir, schedule=schedule,
+            cfg, plain, task_overrides, parallel_job, run_id=run_id, identity=identity, run_dir=run_dir, schedule=schedule,
             resume=state, previous=previous if plan == "resume" else None,
         )
     finally:
@@ -231,7 +245,8 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool) -
 
 
 def _train(
-    cfg: Mapping[str, Any],
+    cfg: Any,
+    plain: Mapping[str, Any],
     task_overrides: list[str],
     parallel_job: bool,
     *,
@@ -242,7 +257,9 @@ def _train(
     resume: dict[str, Any] | None,
     previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Train (or resume, from ``resume``) the run of ``run_dir``, keeping its record up to date."""
+    """Train (or resume, from ``resume``) the run of ``run_dir``, keeping its record up to date.
+    ``cfg`` is ``plain`` read through a :class:`~molabench.config_reads.ReadTracker`: the keys the
+    run never read are recorded (``config_unread``) and warned about."""
     import os
     import platform
 
@@ -275,7 +292,7 @@ def _train(
         "started": time.time(),
         "heartbeat": time.time(),
         "attempts": int(earlier.get("attempts") or 0) + 1,
-        "config": dict(cfg),
+        "config": dict(plain),
     }
     if resume is not None:
         at = resume["position"]
@@ -333,7 +350,7 @@ def _train(
             params["penalties"] = _count(algorithm.penalties.parameters())
             params.update(algorithm.arch.param_counts())  # e.g. MoLA: adapter / router counts
             record["params"] = params
-            logger = build_logger(cfg["logger"], cfg, run_id, str(run_dir))
+            logger = build_logger(cfg["logger"], plain, run_id, str(run_dir))
             progress = cfg["trainer"].get("progress", "auto")
             show = sys.stderr.isatty() if progress == "auto" else bool(progress)
             result = fit(algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job, checkpoints=checkpoints, guard=guard)
@@ -356,6 +373,9 @@ def _train(
 
                 with guard.deferred():
                     atomic_write(run_dir / "model.pt", lambda tmp: torch.save(algorithm.state_dict(), tmp))
+            record["config_unread"] = cfg.unread()
+            if record["config_unread"]:
+                print(f"warning: this run never read {', '.join(record['config_unread'])}: these keys had no effect", file=sys.stderr)
         except Interrupted as exc:
             record.update(status="interrupted", error=str(exc), resumable=checkpoint_path.is_file())
             raise
@@ -492,8 +512,35 @@ def _check_overrides(argv: list[str]) -> None:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             OmegaConf.to_container(compose(config_name="config", overrides=first), resolve=True)
     except Exception as exc:  # compose raises several unrelated exception types
+        unknown = re.search(r"Could not override '([^']+)'", str(exc))
+        if unknown:
+            raise ConfigError(_unknown_key_message(unknown.group(1), [o for o in first if not o.startswith(unknown.group(1) + "=")])) from None
         message = " ".join(line.strip() for line in str(exc).splitlines()[:2] if line.strip())
         raise ConfigError(f"invalid configuration: {message}") from None
+
+
+def _unknown_key_message(key: str, other_overrides: list[str]) -> str:
+    """``trainer.epoch`` is not a key: say so, with the closest existing key, rather than Hydra's
+    advice to append it with ``+`` (which would only add the typo as a new, ignored key)."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import DictConfig, OmegaConf
+
+    parent, _, name = key.rpartition(".")
+    choices: list[str] = []
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            node = compose(config_name="config", overrides=other_overrides)
+        node = OmegaConf.select(node, parent) if parent else node
+        if isinstance(node, DictConfig):
+            choices = [str(k) for k in node]
+    except Exception:  # the other overrides fail too: they get their own line on the next try
+        pass
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+    where = f"{parent} has: {', '.join(choices)}" if choices and not close else ""
+    return f"invalid configuration: {key} is not a configuration key ({hint or where or 'check its spelling'}); fix the spelling (a leading + would add it as a new key that nothing reads)"
 
 
 SWEEP_ENV = "MOLABENCH_SWEEP_LOG"  # the folder where the jobs of one command report (set by main)
@@ -533,6 +580,7 @@ def _task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from molabench.config_reads import interpolation_sources
     from molabench.engine.checkpoint import Interrupted, received_signal
     from molabench.errors import MolabenchError
 
@@ -557,7 +605,7 @@ def _task(cfg: Any) -> None:
             raise SystemExit(EXIT_USER_ERROR) from None
         return
     try:
-        record = run(resolved, list(hydra_cfg.overrides.task), parallel)
+        record = run(resolved, list(hydra_cfg.overrides.task), parallel, sources=interpolation_sources(cfg))
     except Interrupted as exc:
         print(f"interrupted ({exc}): the checkpoint and the record are saved; run the same command again to resume", file=sys.stderr)
         report(status="interrupted", error=str(exc), signal=exc.signum)

@@ -41,6 +41,8 @@ Variant = Literal["grad", "router"]
 def _stage_ranks(stages: Sequence[str], rank: int, stage_ranks: object) -> dict[str, int]:
     """``stage_ranks``: None (``rank`` everywhere), a list aligned with ``stages``, or ``stage -> rank``."""
     if stage_ranks is None:
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ConfigError(f"method.rank must be an integer >= 1 (the adapters' rank r, e.g. 8), got {rank!r}")
         return {s: int(rank) for s in stages}
     if isinstance(stage_ranks, Mapping):
         missing = [s for s in stages if s not in stage_ranks]

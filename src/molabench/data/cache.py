@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,8 +68,16 @@ def cached_decode(
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)
     array_path, meta_path = root / f"{stem}-{size}px-{key}.npy", root / f"{stem}-{size}px-{key}.json"
     if array_path.exists() and meta_path.exists():
-        failed = json.loads(meta_path.read_text())["failed"]
-        return torch.from_numpy(np.load(array_path)), failed
+        try:
+            failed = [int(i) for i in json.loads(meta_path.read_text())["failed"]]
+            array = np.load(array_path, allow_pickle=False)
+            if array.dtype != np.uint8 or array.shape != (len(paths) - len(failed), 3, size, size):
+                raise ValueError(f"it holds {array.dtype} {array.shape}, not uint8 ({len(paths) - len(failed)}, 3, {size}, {size})")
+        except (OSError, ValueError, EOFError, KeyError, TypeError) as e:  # damaged (e.g. truncated) outside molabench
+            reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            warnings.warn(f"rebuilding the damaged image cache entry {array_path} ({reason})", stacklevel=2)
+        else:
+            return torch.from_numpy(array), failed
     images, failed = decode_files(paths, size)
     try:
         _atomic_write(array_path, lambda f: np.save(f, images.numpy()))

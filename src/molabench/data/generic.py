@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +259,8 @@ def decode_groups(
                 f"{dataset}: {len(skipped)} unreadable images (first: {skipped[0]}), more than "
                 f"data.max_unreadable={max_unreadable}; re-extract the dataset or raise data.max_unreadable"
             )
+        for path in skipped:  # tolerated: name each file (too many: the one error above, not a line per file)
+            warnings.warn(f"unreadable image skipped: {path}", stacklevel=3)
         warnings.warn(f"{dataset}: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", stacklevel=3)
     return DecodedGroups(torch.cat(images), torch.cat(labels), torch.cat(groups), torch.cat(keeps), skipped)
 
@@ -573,10 +577,13 @@ def read_npz_task(
     ``num_classes`` the class count is the largest label + 1. ``hint`` ends every error message.
     """
     tail = f"; {hint}" if hint else ""
+    damaged = tail or "; rewrite it with numpy.savez"
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is not a readable .npz file ({e}){tail or '; rewrite it with numpy.savez'}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a truncated file: BadZipFile or EOFError
+        raise DataError(f"{path} is not a readable .npz file ({str(e) or type(e).__name__}){damaged}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} holds one .npy array, not an .npz archive of named arrays{damaged}")
     out: dict[str, tuple[Tensor, Tensor]] = {}
     with npz:
         keys = set(npz.files)
@@ -593,11 +600,16 @@ def read_npz_task(
                 continue
             try:
                 images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-            except ValueError:  # object arrays (images of different sizes) need pickle
+            except ValueError as e:
+                if "pickle" not in str(e):  # a damaged array header
+                    raise DataError(f"{path}: {split}_images/{split}_labels is damaged (its header does not parse){damaged}") from None
+                # object arrays (images of different sizes) need pickle
                 raise DataError(
                     f"{path}: {split}_images/{split}_labels is an object array (images of different sizes?); "
                     f"save one numeric array of equal-sized images{tail}"
                 ) from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # damaged or truncated member data
+                raise DataError(f"{path}: {split}_images/{split}_labels is damaged ({str(e) or type(e).__name__}){damaged}") from None
             x = npz_images(images, f"{path}: {split}_images")
             out[split] = (x, npz_labels(labels, len(x), f"{path}: {split}_labels"))
     sizes = {s: tuple(x.shape[2:]) for s, (x, _) in out.items()}

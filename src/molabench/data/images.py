@@ -11,7 +11,6 @@ Decoding runs in a thread pool: Pillow releases the GIL while decoding and resiz
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,8 +66,8 @@ def decode_files(
 ) -> tuple[Tensor, list[int]]:
     """Decode ``paths`` into uint8 (N_ok, 3, size, size); also return the indices that failed.
 
-    Every failure is reported with a warning naming the file; the caller decides how many
-    failures it tolerates.
+    Failures are not warned about here: the caller decides how many it tolerates and reports
+    them (one error when there are too many, else a warning per file).
     """
     workers = workers or default_workers()
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
@@ -77,7 +76,6 @@ def decode_files(
         for k, arr in enumerate(pool.map(lambda p: try_decode(p, size), paths, chunksize=64)):
             if arr is None:
                 failed.append(k)
-                warnings.warn(f"unreadable image skipped: {paths[k]}", stacklevel=2)
             else:
                 out[k] = arr
     if failed:

@@ -86,8 +86,9 @@ def shapes(
     """Build the shapes dataset; sizes are per task. ``tasks`` selects a subset of tasks/domains."""
     if variant not in ("tasks", "domains"):
         raise ConfigError(f"data.variant must be 'tasks' or 'domains', got {variant!r}")
-    if image_size < 16:
-        raise ConfigError(f"data.image_size must be at least 16 for shapes, got {image_size}")
+    for key, value, least in (("image_size", image_size, 16), ("n_train", n_train, 1), ("n_val", n_val, 0), ("n_test", n_test, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"data.{key} must be an integer of at least {least} for shapes, got {value!r}")
     names = list(ATTRIBUTES) if variant == "tasks" else list(DOMAINS)
     chosen = list(tasks) if tasks else names
     unknown = [t for t in chosen if t not in names]

@@ -53,8 +53,11 @@ def build_optimizer(params: Iterable[Any], cfg: Mapping[str, Any]) -> torch.opti
     options = _options("optimizer", OPTIMIZERS, name, cfg, ("params",))
     try:
         lr = float(options.get("lr", 0))
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {cfg.get('lr')}")
+    except (TypeError, ValueError):
+        lr = float("nan")
+    if not lr > 0:  # also a non-number or NaN
+        raise ConfigError(f"trainer.optimizer.lr must be positive, a number such as 1e-3, got {cfg.get('lr')!r}")
+    try:
         return OPTIMIZERS.get(name)(params=params, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"trainer.optimizer ({name}): {exc}") from None

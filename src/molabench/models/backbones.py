@@ -35,6 +35,7 @@ one-line :class:`ConfigError` naming ``backbone.<key>`` and the accepted keys.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -204,8 +205,23 @@ def _load_local(module: nn.Module, path: str) -> None:
         raise ConfigError(
             f"pretrained weights file {str(file)!r} not found; set backbone.pretrained=null or a valid path"
         )
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about a damaged file's "pickle protocol" before it fails
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types (and multi-line, multi-sentence messages) for a damaged file
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        reason = first.split(". ")[0][:200] or type(exc).__name__
+        raise ConfigError(
+            f"pretrained weights file {str(file)!r} does not load as a torch state dict ({reason}); "
+            "set backbone.pretrained to a state dict saved with torch.save, or null"
+        ) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"pretrained weights file {str(file)!r} holds a {type(state).__name__}, not a state dict; "
+            "save model.state_dict() with torch.save, or set backbone.pretrained=null"
+        )
     own = module.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
@@ -316,6 +332,11 @@ def vit_tiny(
     import timm
 
     patch = patch_size or max(2, image_size // 7 if image_size < 224 else 16)
+    if isinstance(patch, bool) or not isinstance(patch, int) or not 1 <= patch <= image_size:
+        raise ConfigError(
+            f"backbone.patch_size must be an integer from 1 to the image size ({image_size}, data.image_size), got {patch!r}; "
+            "set it smaller or null (image_size // 7)"
+        )
     net = timm.create_model(
         "vit_tiny_patch16_224",
         pretrained=pretrained == "hub",

@@ -24,6 +24,7 @@ import pandas as pd
 
 from molabench.atomic import write_text_atomic
 from molabench.data.base import TaskSpec
+from molabench.errors import DataError, MolabenchError
 from molabench.report.paper import PAPER_LABELS, STAND_INS, PaperTable, available_tables, load_table, paper_labels
 from molabench.report.records import iter_records, variant_overrides
 from molabench.report.summary import BASELINE_METHOD, directions, mean_metrics, recipe, safe_delta_m
@@ -75,6 +76,28 @@ def _table_key(record: dict[str, Any]) -> tuple[str, str, str]:
     that are not complete (their protocol is the configured one)."""
     protocol = (record.get("selection") or {}).get("protocol") or ((record.get("config") or {}).get("trainer") or {}).get("selection", "val")
     return str(record.get("experiment")), str(record.get("data")), str(protocol)
+
+
+#: What a complete record needs to be a table row (records that are not complete only need to be JSON objects).
+ROW_KEYS = ("experiment", "method", "tasks", "metrics")
+
+
+def checked_record(path: Path, record: Any) -> dict[str, Any]:
+    """``record`` (read from ``path``) when the tables can use it, else a one-line DataError naming what is missing."""
+    fix = "re-run that run or delete its folder"
+    if not isinstance(record, dict):
+        raise DataError(f"{path} holds a JSON {type(record).__name__}, not a run record; {fix}")
+    if record.get("status") != "complete":
+        return record
+    missing = [key for key in ROW_KEYS if key not in record]
+    metrics, tasks = record.get("metrics"), record.get("tasks")
+    if not missing and not (isinstance(metrics, dict) and ("test" in metrics or "val" in metrics)):
+        missing = ["metrics.test (or metrics.val)"]
+    if not missing and not (isinstance(tasks, list) and all(isinstance(t, dict) and "name" in t for t in tasks)):
+        missing = ["tasks[].name"]
+    if missing:
+        raise DataError(f"the complete run record {path} lacks {', '.join(missing)}, which the tables need; {fix}")
+    return record
 
 
 def collect(records: Iterable[dict[str, Any]]) -> list[Group]:
@@ -289,7 +312,7 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
 
     from molabench.report.figures import table_figure  # matplotlib only when tables are written
 
-    groups = collect(record for _, record in iter_records(runs_dir))
+    groups = collect(checked_record(path, record) for path, record in iter_records(runs_dir))  # all checked before a file is written
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for group in sorted(groups, key=lambda g: (g.experiment, g.data, g.protocol)):
@@ -327,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     if not runs_dir.is_dir():
         print(f"error: no run records under {runs_dir}; train something first (python -m molabench.train)", file=sys.stderr)
         return 2
-    written = write_tables(runs_dir, args.out or args.results / "tables")
+    try:
+        written = write_tables(runs_dir, args.out or args.results / "tables")
+    except MolabenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     tables = [p for p in written if p.suffix == ".md"]
     print(f"wrote {len(tables)} table(s) to {args.out or args.results / 'tables'}")
     for path in tables:
