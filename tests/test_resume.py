@@ -484,3 +484,17 @@ def test_resuming_with_changed_code_is_flagged(tmp_path, monkeypatch):
     record = _record(tmp_path)
     assert record["status"] == "complete" and record["resumed_from"]["code_changed"] is True
     assert (record["resumed_from"]["code_before"], record["resumed_from"]["code_now"]) == (written_by, "0" * 16)
+
+
+def test_tables_keep_the_latest_run_of_a_row_and_seed():
+    from molabench.report.tables import _heading, collect
+
+    def run(seed: int, heartbeat: float, acc: float) -> dict[str, Any]:
+        return {"status": "complete", "experiment": "e", "data": "shapes", "selection": {"protocol": "val"}, "method": "hps", "seed": seed,
+                "heartbeat": heartbeat, "metrics": {"test": {"shape": {"acc": acc}}}, "tasks": [{"name": "shape", "num_classes": 3}],
+                "config": {}, "overrides": []}  # fmt: skip
+
+    (group,) = collect([run(0, 2.0, 50.0), run(0, 1.0, 40.0), run(1, 1.0, 60.0), run(0, 3.0, 55.0)])
+    (rows,) = group.runs.values()
+    assert sorted((r["seed"], r["metrics"]["test"]["shape"]["acc"]) for r in rows) == [(0, 55.0), (1, 60.0)]
+    assert group.superseded == 2 and "2 older run(s) of a row and seed left out for the latest." in _heading(group)

@@ -46,6 +46,7 @@ class Group:
     common: list[str] = field(default_factory=list)
     #: records of this table left out because they are not complete: status -> count
     skipped: dict[str, int] = field(default_factory=dict)
+    superseded: int = 0  # complete runs left out: an older record of the same row and seed
 
 
 #: Methods whose rows say whether they ran with one shared head or one head per domain (docs/domain_generalization.md).
@@ -121,6 +122,18 @@ def collect(records: Iterable[dict[str, Any]]) -> list[Group]:
         group.skipped = dict(sorted(skipped.get(key, {}).items()))
         for record in runs:
             group.runs[row_label(record, common)].append(record)
+        superseded = 0
+        for label, rows in group.runs.items():  # one run per row and seed: the latest (an older record of a re-run)
+            latest: dict[Any, dict[str, Any]] = {}
+            for record in rows:
+                seed = record.get("seed")
+                if seed in latest:
+                    superseded += 1
+                    if float(record.get("heartbeat") or record.get("started") or 0) < float(latest[seed].get("heartbeat") or latest[seed].get("started") or 0):
+                        continue
+                latest[seed] = record
+            group.runs[label] = list(latest.values())
+        group.superseded = superseded
         groups.append(group)
     return groups
 
@@ -249,6 +262,8 @@ def _heading(group: Group) -> str:
     if group.skipped:
         counts = ", ".join(f"{n} {status}" for status, n in group.skipped.items())
         skipped = f" Not in the table (not complete): {counts}."
+    if group.superseded:
+        skipped += f" {group.superseded} older run(s) of a row and seed left out for the latest."
     return f"{what}, mean ± std over seeds; (paper) = the paper's number.{delta}{common}{skipped}"
 
 
@@ -325,6 +340,8 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
         if group.skipped:
             counts = ", ".join(f"{n} {status}" for status, n in group.skipped.items())
             print(f"{stem}: skipped {counts} run(s) (not complete)")
+        if group.superseded:
+            print(f"{stem}: left out {group.superseded} older run(s) of a row and seed (kept the latest)")
         written += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex", out_dir / f"{stem}.png"]
     index = ["# Results", "", f"Generated from the run records under `{runs_dir}`.", ""]
     for path in sorted(out_dir.glob("*.md")):
