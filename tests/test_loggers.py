@@ -19,6 +19,13 @@ def test_wandb_logger_writes_offline_runs(tmp_path, monkeypatch):
     logger.log({"epoch": 1, "train/loss": 0.5}, step=1)
     logger.finish({"test/avg/acc": 50.0})
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+    # the same run folder again (a resumed run): the same wandb run id
+    again = build_logger({"name": "wandb", "mode": "offline", "project": "t", "dir": str(tmp_path)}, {"seed": 0}, "run", str(tmp_path))
+    assert again.run.id == logger.run.id
+    again.finish({})
+    other = build_logger({"name": "wandb", "mode": "offline", "project": "t", "dir": str(tmp_path)}, {"seed": 0}, "run", str(tmp_path / "x"))
+    assert other.run.id != logger.run.id
+    other.finish({})
 
 
 def test_unknown_logger_and_mode():

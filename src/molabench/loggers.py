@@ -48,14 +48,20 @@ class ConsoleLogger:
 
 
 class WandbLogger(ConsoleLogger):
-    def __init__(self, project: str, mode: str, config: Mapping[str, Any], name: str, directory: str, quiet: bool = False) -> None:
+    def __init__(
+        self, project: str, mode: str, config: Mapping[str, Any], name: str, directory: str, quiet: bool = False, run_key: str | None = None
+    ) -> None:
         super().__init__(quiet)
         if mode not in {"offline", "online", "disabled"}:
             raise ConfigError(f"logger.mode must be offline, online or disabled, got {mode!r}")
         import wandb
 
         os.makedirs(directory, exist_ok=True)
-        self.run = wandb.init(project=project, mode=mode, config=dict(config), name=name, dir=directory, reinit=True)
+        # A stable wandb id per molabench run: a resumed run continues the same wandb run (online, or
+        # when offline runs are synced) instead of starting a second one.
+        self.run = wandb.init(
+            project=project, mode=mode, config=dict(config), name=name, dir=directory, reinit=True, id=run_key, resume="allow" if run_key else None
+        )
 
     def log(self, values: Mapping[str, float], step: int) -> None:
         super().log(values, step)
@@ -68,6 +74,9 @@ class WandbLogger(ConsoleLogger):
 
 
 def build_logger(cfg: Mapping[str, Any], run_config: Mapping[str, Any], run_name: str, run_dir: str) -> Logger:
+    """The logger ``cfg`` names for run ``run_name`` in folder ``run_dir`` (whose path gives wandb a stable run id)."""
+    import hashlib
+
     name = cfg.get("name", "console")
     if name == "console":
         return ConsoleLogger(quiet=bool(cfg.get("quiet", False)))
@@ -79,5 +88,6 @@ def build_logger(cfg: Mapping[str, Any], run_config: Mapping[str, Any], run_name
             name=run_name,
             directory=cfg.get("dir") or run_dir,
             quiet=bool(cfg.get("quiet", False)),
+            run_key=hashlib.sha256(str(os.path.abspath(run_dir)).encode()).hexdigest()[:16],
         )
     raise ConfigError(f"unknown logger {name!r}; use logger=console or logger=wandb")
