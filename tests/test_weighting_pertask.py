@@ -171,6 +171,44 @@ def test_per_task_bn_makes_one_backward_gradients_exact(name: str, layout: str) 
         torch.testing.assert_close(fast.G, reference, rtol=1e-4, atol=1e-4 * scale)
 
 
+GATED = {"input_shape": (3, 16, 16)}  # gates on raw pixels take the data's input shape
+BASELINES = {"cross_stitch": {}, "mmoe": GATED, "cgc": GATED, "ple": GATED, "dselect_k": GATED, "ltb": {}, "mtan": {}}
+
+
+@pytest.mark.parametrize("layout", ["unequal", "absent"])
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_per_task_bn_makes_the_architecture_baselines_gradients_exact(name: str, layout: str) -> None:
+    """The seven architecture baselines, with per-task statistics: the one-backward G[t] (whatever
+    path ``auto`` takes) equals autograd's gradient of L_t on the shared parameters."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    from molabench.architectures import ARCHITECTURES
+    from molabench.architectures import load_all as load_architectures
+    from molabench.data.base import TaskSpec
+    from molabench.engine.algorithm import MultiTaskAlgorithm
+    from molabench.models.backbones import ResNetFeatures
+    from molabench.weighting import build
+
+    load_architectures()
+    torch.manual_seed(0)
+    tasks = [TaskSpec(f"t{i}", 3 + i) for i in range(T3)]
+    blocks = [2, 2, 2, 2] if name == "mtan" else [1, 1, 1, 1]  # MTAN splits each stage before its last block
+    backbone = lambda: ResNetFeatures(ResNet(BasicBlock, blocks), 3, True)  # noqa: E731
+    arch = ARCHITECTURES.build(name, tasks=tasks, setting="multi_input", backbone=backbone, **BASELINES[name])
+    algorithm = MultiTaskAlgorithm(arch, build("pcgrad"), {}, "per_task")
+    assert algorithm.task_norm_layers > 0
+    shared, others = list(arch.shared_parameters()), list(arch.task_specific_parameters())
+    _, losses, groups, _, _ = _forward(algorithm, _batch(layout))
+    reference = torch.stack([
+        _flat(torch.autograd.grad(losses[t], shared, retain_graph=True, allow_unused=True), shared) for t in range(len(groups))
+    ])
+    tg = task_gradients(losses, shared, others, groups, "auto", retain_graph=True)
+    # one backward split by sample, except where columns mix across tasks (Cross-Stitch's units, LTB's
+    # parent choice): there ``auto`` takes T backwards
+    assert tg.mode == ("exact" if name in ("cross_stitch", "ltb") else "sample_groups")
+    torch.testing.assert_close(tg.G, reference, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
+
+
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_per_task_bn_step_equals_libmtl_per_task_forwards(name: str) -> None:
     """One mixed forward with per-task statistics = each task's sub-batch forwarded alone with plain
