@@ -12,12 +12,19 @@ direction of the default path (``grad_mode=auto``) and that of exact per-task gr
 (``grad_mode=exact``: one backward per task), same weights, batch and random state (multi-input
 runs). ``sample_groups_vs_exact`` compares the per-task gradient matrices themselves.
 
-    .venv/bin/python scripts/bench_weighting.py [--rounds 3] [--out results/bench/weighting_step.json]
+Reported per method: median, min and spread ((max - min) / median) over ``--rounds`` rounds (5)
+after a warm-up, and the machine's fp32 matmul speed before and after. ``goal``: best against
+best, every gradient method with exact gradients (per-task statistics) against EW's fastest step
+(either statistics), with issue 13's limits (1.4x at T = 3, 1.6x at T = 9). ``--agree-with``
+an earlier run's JSON reports how far every ratio moved (two fresh runs should agree within 10%).
+
+    .venv/bin/python scripts/bench_weighting.py [--rounds 5] [--out results/bench/weighting_step.json] [--agree-with OLD.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -144,7 +151,10 @@ def bench(T: int, setting: str, rounds: int, batch: int, bn_stats: str) -> dict[
                 times[label].append(dt)
     ew = statistics.median(times["ew"])
     out: dict[str, dict[str, float]] = {
-        label: {"median_s": statistics.median(ts), "ratio_to_ew": statistics.median(ts) / ew, "rounds": len(ts)}
+        label: {
+            "median_s": statistics.median(ts), "min_s": min(ts), "spread": (max(ts) - min(ts)) / statistics.median(ts),
+            "ratio_to_ew": statistics.median(ts) / ew, "rounds": len(ts),
+        }
         for label, ts in times.items()
     }
     for label, (w, _) in runners.items():
@@ -157,16 +167,54 @@ def bench(T: int, setting: str, rounds: int, batch: int, bn_stats: str) -> dict[
     return out
 
 
+LIMITS = {3: 1.4, 9: 1.6}  # issue 13's goal: exact gradients within this multiple of EW's step, multi-input
+
+
+def goal(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, object]]:
+    """Best against best: every gradient method with exact per-task gradients (``bn_stats=per_task``,
+    where its default path is exact) against EW's fastest correct step (either BatchNorm statistics:
+    EW needs no per-task gradients), multi-input, per T."""
+    out: dict[str, dict[str, object]] = {}
+    for T, limit in LIMITS.items():
+        exact, plain = runs.get(f"multi_input/T={T}/bn_stats=per_task"), runs.get(f"multi_input/T={T}/bn_stats=batch")
+        if exact is None:
+            continue
+        fastest_ew = min(r["ew"]["median_s"] for r in (exact, plain) if r is not None)
+        ratios = {m: exact[m]["median_s"] / fastest_ew for m in GRADIENT_METHODS if m in exact}
+        worst = max(ratios, key=ratios.__getitem__)
+        out[f"T={T}"] = {
+            "limit": limit, "fastest_ew_s": fastest_ew, "ratios_to_fastest_ew": ratios, "worst": worst, "worst_ratio": ratios[worst],
+            "met": ratios[worst] <= limit,
+            "cosine_min": min(exact[m].get("exact_vs_reference_cosine", 1.0) for m in ratios),
+        }
+    return out
+
+
+def agreement(runs: dict[str, dict[str, dict[str, float]]], earlier: dict[str, dict[str, dict[str, float]]], path: str) -> dict[str, object]:
+    """How far every ratio to EW moved between this run and an earlier one (issue 13: within 10%)."""
+    changes = {
+        f"{key}/{label}": abs(value["ratio_to_ew"] / earlier[key][label]["ratio_to_ew"] - 1)
+        for key, run in runs.items() if key in earlier
+        for label, value in run.items() if label in earlier[key]
+    }
+    worst = max(changes, key=changes.__getitem__)
+    return {"with": path, "max_relative_change": changes[worst], "worst": worst, "within_10_percent": changes[worst] <= 0.10}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--tasks", type=int, nargs="+", default=[3, 9])
     parser.add_argument("--settings", nargs="+", default=["multi_input", "single_input"])
     parser.add_argument("--bn-stats", nargs="+", default=["per_task", "batch"], help="multi-input runs (single-input: batch)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/bench/weighting_step.json"))
+    parser.add_argument("--agree-with", type=Path, default=None, help="an earlier run's JSON: report how far every ratio moved")
     args = parser.parse_args()
+    from molabench.machine import matmul_gflops
+
+    gflops_before = {"1": matmul_gflops(1), "2": matmul_gflops(2)}
     torch.set_num_threads(args.threads)
     load_all()
     load_weightings()
@@ -177,7 +225,7 @@ def main() -> None:
             "batch": args.batch, "rounds": args.rounds, "threads": args.threads, "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "sample_groups_self_check": self_check(),
-            "note": "median over interleaved rounds; step = zero_grad + forward + weighting.backward + SGD step; "
+            "note": "median/min/spread over interleaved rounds; step = zero_grad + forward + weighting.backward + SGD step; "
                     "ratio_to_ew: to EW on the same model (same bn_stats)",
         },
         "runs": {},
@@ -194,6 +242,10 @@ def main() -> None:
                 if setting == "multi_input":
                     results["sample_groups_vs_exact"][f"T={T}/bn_stats={bn_stats}"] = grad_agreement(T, args.batch, bn_stats)  # type: ignore[index]
     results["config"]["wall_s"] = round(time.time() - started, 1)  # type: ignore[index]
+    results["config"]["matmul_gflops"] = {"before": gflops_before, "after": {"1": matmul_gflops(1), "2": matmul_gflops(2)}}  # type: ignore[index]
+    results["goal"] = goal(results["runs"])  # type: ignore[arg-type]
+    if args.agree_with is not None:
+        results["agreement"] = agreement(results["runs"], json.loads(args.agree_with.read_text())["runs"], str(args.agree_with))  # type: ignore[arg-type]
     write_json_atomic(args.out, results)
     for key, run in results["runs"].items():  # type: ignore[union-attr]
         print(key, " ".join(f"{k}={v['ratio_to_ew']:.2f}" for k, v in run.items()))
@@ -201,6 +253,12 @@ def main() -> None:
         if cos:
             print("  exact_vs_reference_cosine:", cos)
     print("sample_groups vs exact:", results["sample_groups_vs_exact"])
+    for T, verdict in results["goal"].items():  # type: ignore[union-attr]
+        print(f"goal {T}: worst {verdict['worst']} {verdict['worst_ratio']:.2f}x the fastest EW (limit {verdict['limit']}): "
+              f"{'met' if verdict['met'] else 'MISSED'}")
+    if "agreement" in results:
+        print(f"agreement with {args.agree_with}: max relative change of a ratio {results['agreement']['max_relative_change']:.3f} "
+              f"({results['agreement']['worst']})")
 
 
 if __name__ == "__main__":
