@@ -481,7 +481,7 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
-def _check_overrides(argv: list[str]) -> None:
+def _check_overrides(argv: list[str]) -> str | None:
     """Compose the first configuration of the command line once, so that malformed overrides,
     unknown keys and broken interpolations fail with one line before Hydra starts. The user's
     config folders (``hydra.searchpath=[...]``, ``--config-dir``) are on the search path as in
@@ -510,13 +510,30 @@ def _check_overrides(argv: list[str]) -> None:
             first.append(override.input_line)
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            OmegaConf.to_container(compose(config_name="config", overrides=first), resolve=True)
+            resolved = OmegaConf.to_container(compose(config_name="config", overrides=first), resolve=True)
     except Exception as exc:  # compose raises several unrelated exception types
         unknown = re.search(r"Could not override '([^']+)'", str(exc))
         if unknown:
             raise ConfigError(_unknown_key_message(unknown.group(1), [o for o in first if not o.startswith(unknown.group(1) + "=")])) from None
         message = " ".join(line.strip() for line in str(exc).splitlines()[:2] if line.strip())
         raise ConfigError(f"invalid configuration: {message}") from None
+    results_dir = resolved.get("results_dir") if isinstance(resolved, dict) else None
+    return str(results_dir) if results_dir else None
+
+
+def _jobs_folder(results_dir: str | None) -> Path:
+    """Where the jobs of this command report (:func:`_sweep_summary`): under ``results_dir`` (on a
+    cluster the one folder that the submitting node and the jobs' nodes share), else a temporary one."""
+    import tempfile
+
+    if results_dir:
+        try:
+            base = Path(results_dir).expanduser() / "hydra"
+            base.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix="jobs-", dir=base))
+        except OSError:  # unwritable: the run itself says so in one line
+            pass
+    return Path(tempfile.mkdtemp(prefix="molabench-jobs-"))
 
 
 def _unknown_key_message(key: str, other_overrides: list[str]) -> str:
@@ -575,13 +592,14 @@ def _task(cfg: Any) -> None:
     """Hydra's task: one run. In a multirun every outcome is reported as the job's status (see
     :func:`_sweep_summary`) and nothing is raised, so a failing job never stops the others; a
     SIGTERM/SIGINT stops the sweep after the running jobs have checkpointed."""
+    import signal
     import traceback
 
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from molabench.config_reads import interpolation_sources
-    from molabench.engine.checkpoint import Interrupted, received_signal
+    from molabench.engine.checkpoint import Interrupted, received_signal, submitit_signal
     from molabench.errors import MolabenchError
 
     hydra_cfg = HydraConfig.get()
@@ -607,6 +625,11 @@ def _task(cfg: Any) -> None:
     try:
         record = run(resolved, list(hydra_cfg.overrides.task), parallel, sources=interpolation_sources(cfg))
     except Interrupted as exc:
+        if exc.signum == submitit_signal():  # preempted or out of time: submitit requeues the job, which resumes
+            print(f"interrupted ({exc}): the checkpoint and the record are saved; submitit requeues the job", file=sys.stderr)
+            report(status="interrupted", error=f"{exc}; requeued", signal=exc.signum)
+            signal.raise_signal(exc.signum)  # submitit's handler (restored by the run's guard): requeue, exit
+            raise SystemExit(exc.exit_code) from None  # submitit did not take it over
         print(f"interrupted ({exc}): the checkpoint and the record are saved; run the same command again to resume", file=sys.stderr)
         report(status="interrupted", error=str(exc), signal=exc.signum)
         if log is not None:
@@ -744,23 +767,27 @@ def _add_override(argv: list[str], override: str) -> None:
 def main() -> None:
     import os
     import shutil
-    import tempfile
 
     from molabench.engine.checkpoint import Interrupted, received_signal
     from molabench.errors import MolabenchError
 
     runs_jobs = not any(arg in _NO_JOB_OPTIONS or arg.startswith(("--cfg", "-c=", "--info=", "--shell-completion")) for arg in sys.argv[1:])
+    results_dir = None
     try:
+        modes = [a for a in sys.argv[1:] if a in ("-m", "--multirun", "--run", "-r", "--info", "-i", "--shell-completion", "-sc", "-c") or a.startswith("--cfg")]
+        if len({m.split("=")[0] for m in modes}) > 1:
+            raise MolabenchError(f"{' and '.join(modes)} cannot be combined: Hydra takes one of --run, --multirun, --cfg, --info at a time")
         _check_group_choices(sys.argv[1:])
         if runs_jobs:
-            _check_overrides(sys.argv[1:])
+            results_dir = _check_overrides(sys.argv[1:])
     except MolabenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
 
     import hydra
 
-    folder = Path(tempfile.mkdtemp(prefix="molabench-jobs-"))
+    multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
+    folder = _jobs_folder(results_dir if multirun else None)
     os.environ[SWEEP_ENV] = str(folder)
     if runs_jobs:
         # Each job reads the folder from its own environment, set by Hydra in the job's process: a

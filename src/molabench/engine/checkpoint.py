@@ -263,8 +263,24 @@ def note_signal(signum: int) -> None:
 FORCE_AFTER_S = 1.0  # a second signal this much later than the first forces the exit
 
 
+def submitit_signal() -> int | None:
+    """The signal a submitit job (Hydra's submitit launcher: Slurm, local) receives before a
+    preemption or a time limit, when this process is such a job: submitit's own handler requeues
+    the job. A run checkpoints on it first (:class:`SignalGuard`), then hands it to submitit."""
+    executor = os.environ.get("SUBMITIT_EXECUTOR")
+    if not executor:
+        return None
+    try:
+        from submitit import JobEnvironment
+
+        return int(JobEnvironment._usr_sig())  # SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise
+    except Exception:  # another submitit version: its documented default
+        return int(getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2))
+
+
 class SignalGuard:
-    """SIGTERM/SIGINT handling for one run (a context manager; a no-op off the main thread).
+    """SIGTERM/SIGINT handling for one run (a context manager; a no-op off the main thread); in
+    a submitit job also the preemption/timeout signal (:func:`submitit_signal`).
 
     The handler raises :class:`Interrupted` unless the code is inside :meth:`deferred`; there
     the signal is only recorded in :attr:`requested` for the trainer to act on at the next safe
@@ -276,6 +292,7 @@ class SignalGuard:
 
     def __init__(self, active: bool = True) -> None:
         self.active = active and threading.current_thread() is threading.main_thread()
+        self.signals = (*self.SIGNALS, *([usr] if (usr := submitit_signal()) is not None else []))
         self.requested: int | None = None
         self._first_at = 0.0
         self._deferring = 0
@@ -283,7 +300,7 @@ class SignalGuard:
 
     def __enter__(self) -> SignalGuard:
         if self.active:
-            for signum in self.SIGNALS:
+            for signum in self.signals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
