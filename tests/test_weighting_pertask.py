@@ -317,3 +317,25 @@ def test_self_check_passes_and_a_failure_falls_back_loudly(monkeypatch: pytest.M
     assert task_gradients(losses, shared, [], groups, "auto").mode == "exact"
     with pytest.raises(ConfigError, match="self-check"):
         task_gradients(losses, shared, [], groups, "sample_groups")
+
+
+def test_auto_bn_stats_is_per_task_where_the_method_may_know_the_task() -> None:
+    from molabench.architectures import ARCHITECTURES
+    from molabench.architectures import load_all as load_architectures
+    from molabench.data.base import TaskSpec
+    from molabench.engine.algorithm import MultiTaskAlgorithm
+    from molabench.models.backbones import build_backbone
+    from molabench.weighting import build
+
+    load_architectures()
+    tasks = [TaskSpec(f"t{i}", 3) for i in range(T3)]
+    effective = {}
+    for name, setting in (("hps", "multi_input"), ("uniform", "multi_input"), ("hps", "single_input")):
+        arch = ARCHITECTURES.build(name, tasks=tasks, setting=setting, backbone=lambda: build_backbone("resnet18"))
+        described = MultiTaskAlgorithm(arch, build("ew"), {}, "auto").describe()
+        effective[(name, setting)] = (described["bn_stats"], described["bn_stats_effective"])
+    assert effective == {
+        ("hps", "multi_input"): ("auto", "per_task"),
+        ("uniform", "multi_input"): ("auto", "batch"),  # blind to the task: it must not learn it from the statistics
+        ("hps", "single_input"): ("auto", "batch"),  # every sample serves every task
+    }

@@ -13,10 +13,11 @@ DANN's λ ramp); a weighting may ask for the optimiser to be re-created with oth
 (:meth:`Weighting.optimizer_reset`, EQRM after burn-in).
 
 ``bn_stats`` (``trainer.bn_stats``) chooses the statistics of train-mode BatchNorm layers of the shared
-network: ``batch`` (plain ``nn.BatchNorm``: one set of statistics over the mixed-task batch) or
+network: ``batch`` (plain ``nn.BatchNorm``: one set of statistics over the mixed-task batch),
 ``per_task`` (multi-input and domain settings: each task's samples are normalised with that task's own
 batch statistics, LibMTL's per-task forwards in one pass, ``molabench.models.task_norm``; the step
-then sorts the batch by task). With ``per_task`` the one-backward per-task gradients of gradient
+then sorts the batch by task) or ``auto`` (``per_task`` wherever the method may know the task; ``batch``
+for ``uniform`` and the DG methods' shared head, which must not, and in the single-input setting). With ``per_task`` the one-backward per-task gradients of gradient
 methods are the exact per-task gradients (``weighting.pertask``).
 """
 
@@ -309,6 +310,8 @@ def _use_task_norm(arch: Architecture, bn_stats: str, context: TaskNormContext) 
         return 0
     from molabench.architectures.uniform import Uniform
 
+    if isinstance(arch, Uniform) and bn_stats == "auto":  # a method blind to the task keeps whole-batch statistics
+        return 0
     if isinstance(arch, Uniform):
         raise ConfigError(
             "trainer.bn_stats=per_task normalises each task's samples separately, which tells the network the task; "

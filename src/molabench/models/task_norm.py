@@ -65,7 +65,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-BN_STATS: tuple[str, ...] = ("batch", "per_task")
+BN_STATS: tuple[str, ...] = ("batch", "per_task", "auto")  # auto: per_task where the method may see the task, else batch
 
 
 class TaskNormContext:
