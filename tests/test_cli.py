@@ -174,7 +174,7 @@ def test_an_interrupted_run_leaves_an_interrupted_record_and_a_checkpoint(tmp_pa
     ],
 )
 def test_the_sweep_folder_override_joins_the_users_overrides(argv, expected):
-    from molabench.train import _add_override
+    from molabench.cli_checks import add_override
 
-    _add_override(argv, "X")
+    add_override(argv, "X")
     assert argv == expected

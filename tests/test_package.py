@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import molabench
+from molabench.cli_checks import check_group_choices, check_overrides
 from molabench.config_path import PACKAGE, config_dir, entry_dir, search_path_entries, strip_config_dir_flags
 from molabench.errors import ConfigError
-from molabench.train import _check_group_choices, _check_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -104,24 +104,24 @@ def test_search_path_entries_come_from_config_dir_flags_and_the_searchpath_overr
 
 def test_group_choices_include_the_user_config_folders(user_configs):
     with pytest.raises(ConfigError, match=r"unknown data 'mydata'; choose one of: .*shapes"):
-        _check_group_choices(["data=mydata"])
+        check_group_choices(["data=mydata"])
     for add in ([f"hydra.searchpath=[file://{user_configs}]"], ["--config-dir", str(user_configs)], [f"-cd={user_configs}"]):
-        _check_group_choices([*add, "data=mydata", "method=myhps,hps", "+sweep=mysweep"])
+        check_group_choices([*add, "data=mydata", "method=myhps,hps", "+sweep=mysweep"])
         with pytest.raises(ConfigError, match=rf"unknown data 'mydat'; choose one of: .*mydata.*{re.escape(f'(configs/data/, {user_configs}/data/)')}"):
-            _check_group_choices([*add, "data=mydat"])
+            check_group_choices([*add, "data=mydat"])
     with pytest.raises(ConfigError, match="does not exist"):
-        _check_group_choices([f"hydra.searchpath=[file://{user_configs}/nope]", "data=mydata"])
-    _check_group_choices(["hydra.searchpath=[pkg://not_a_package_here]", "data=mydata"])  # Hydra judges those
+        check_group_choices([f"hydra.searchpath=[file://{user_configs}/nope]", "data=mydata"])
+    check_group_choices(["hydra.searchpath=[pkg://not_a_package_here]", "data=mydata"])  # Hydra judges those
 
 
 def test_early_composition_honours_the_user_search_path(user_configs):
     searchpath = f"hydra.searchpath=[file://{user_configs}]"
-    _check_overrides([searchpath, "data=mydata", "method=myhps", "data.n_train=4"])
-    _check_overrides(["--config-dir", str(user_configs), "-m", "+sweep=mysweep", "seed=0,1"])
+    check_overrides([searchpath, "data=mydata", "method=myhps", "data.n_train=4"])
+    check_overrides(["--config-dir", str(user_configs), "-m", "+sweep=mysweep", "seed=0,1"])
     with pytest.raises(ConfigError, match="invalid configuration"):
-        _check_overrides(["data=mydata"])
+        check_overrides(["data=mydata"])
     with pytest.raises(ConfigError, match=r"data\.bogus"):
-        _check_overrides([searchpath, "data=mydata", "data.bogus=1"])
+        check_overrides([searchpath, "data=mydata", "data.bogus=1"])
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

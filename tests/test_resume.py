@@ -126,13 +126,13 @@ def tiny_backbone(monkeypatch):
 def _setup(method: str, *extra: str, data: Any = None) -> tuple[dict[str, Any], Any, Any]:
     from molabench.data import build_data
     from molabench.engine.algorithm import build_algorithm
-    from molabench.train import _seed_everything
+    from molabench.run import seed_everything
 
     cfg = compose(f"method={method}", *TINY, "trainer.epochs=3", *extra)
     if not method.startswith("mola"):  # MoLA needs a stage-wise ResNet
         cfg["backbone"] = {"name": "tiny_test"}
     data = data or build_data(cfg["data"])
-    _seed_everything(cfg["seed"])
+    seed_everything(cfg["seed"])
     algorithm = build_algorithm(cfg["method"], cfg["backbone"], data, cfg.get("head"))
     return cfg, data, algorithm
 
@@ -302,7 +302,7 @@ def test_a_bad_checkpoint_every_is_one_line(value):
 
 
 def _run(tmp_path: Path, *extra: str) -> dict[str, Any]:
-    from molabench.train import run
+    from molabench.run import run
 
     cfg = compose(*TINY, "trainer.epochs=1", "logger.quiet=true", f"results_dir={tmp_path}", *extra)
     cfg["backbone"] = {"name": "tiny_test"}

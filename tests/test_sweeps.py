@@ -67,7 +67,7 @@ def test_paper_sweeps_follow_the_authors_protocol_or_say_why_not(sweep):
 
     from molabench.errors import ConfigError
     from molabench.models.backbones import BACKBONES
-    from molabench.train import check_protocol
+    from molabench.run import check_protocol
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
@@ -87,7 +87,7 @@ def test_trainer_paper_names_what_to_add_when_the_run_is_not_the_authors_recipe(
     from omegaconf import OmegaConf
 
     from molabench.errors import ConfigError
-    from molabench.train import check_protocol
+    from molabench.run import check_protocol
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         job = compose(config_name="config", overrides=["data=vlcs", "trainer=paper", "data.image_size=64"])

@@ -41,7 +41,7 @@ def _compose(overrides: list[str]) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from molabench.train import CONFIG_DIR
+    from molabench.cli_checks import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)  # type: ignore[return-value]
@@ -89,9 +89,9 @@ def _table(records: list[dict[str, Any]], reference: dict[str, tuple[float, int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from molabench.errors import MolabenchError
+    from molabench.errors import EXIT_USER_ERROR, MolabenchError
     from molabench.machine import matmul_gflops
-    from molabench.train import EXIT_USER_ERROR, run
+    from molabench.run import run
 
     extra = list(sys.argv[1:] if argv is None else argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")  # a fresh run per demo: runs are otherwise resumed/skipped by identity

@@ -1,0 +1,381 @@
+"""One run: plan it against its folder (skip, resume or start), train it, keep its record.
+
+:func:`run` is what a Hydra job of ``python -m molabench.train`` does with its resolved
+configuration (``molabench.train``): the run's identity and folder, the resume policy
+(``trainer.resume``), the lock, then :func:`_train`, which builds the data and the algorithm, fits,
+and writes the record from the start (``running``, with a heartbeat) to its end (``complete``,
+``failed`` or ``interrupted``). The configuration is read through a
+:class:`~molabench.config_reads.ReadTracker`: keys set but never read are recorded and warned about.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from molabench.errors import one_line
+
+if TYPE_CHECKING:
+    from molabench.engine.checkpoint import CheckpointSchedule
+
+def _count(params: Any) -> int:
+    return sum(p.numel() for p in params)
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    from molabench.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    try:
+        return torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={name!r} is not a device torch knows; use device=auto, cpu, cuda or cuda:N") from None
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+_MAX_RECORDED_WARNINGS = 50
+
+@contextmanager
+def _warnings_into(record: dict[str, Any]) -> Iterator[None]:
+    """Show each warning of a run (skipped images, an md5 mismatch, ...) as one ``warning:`` line
+    and keep it in the record, so what a run silently worked around can be read back later."""
+    kept: list[str] = record.setdefault("warnings", [])
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        text = str(message) if category is UserWarning else f"{category.__name__}: {message}"
+        print(f"warning: {text}", file=sys.stderr)
+        if len(kept) < _MAX_RECORDED_WARNINGS:
+            kept.append(text)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    import json
+
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"warning: ignoring the unreadable record {path}: {exc}", file=sys.stderr)
+        return None
+    return record if isinstance(record, dict) else None
+
+def _resume_plan(policy: str, previous: dict[str, Any] | None, identity: str, checkpoint: Path, run_id: str) -> tuple[str, dict[str, Any] | None]:
+    """What to do with run ``run_id`` given its folder's record and checkpoint and the policy
+    ``trainer.resume``: ``("skip", record)`` (complete already), ``("resume", checkpoint state)``
+    or ``("fresh", None)``; a ConfigError where the policy forbids all three."""
+    from molabench.engine.checkpoint import load_checkpoint
+    from molabench.errors import ConfigError
+
+    where = checkpoint.parent
+    status = (previous or {}).get("status")
+    if previous is not None and previous.get("identity") != identity:
+        if status == "complete" or policy != "never":
+            other = "a different configuration" if previous.get("identity") else "an unknown configuration (an older record)"
+            raise ConfigError(
+                f"run_id={run_id} already holds a {status or 'unknown'} run of {other} ({where}); "
+                "choose another run_id, delete that folder"
+                + (" or set trainer.resume=never to replace the unfinished run" if status != "complete" else "")
+            )
+        return "fresh", None
+    if status == "complete":
+        if policy == "never":
+            raise ConfigError(
+                f"run {run_id} is already complete ({where / 'record.json'}) and trainer.resume=never would train it again; "
+                "delete that folder or choose another run_id"
+            )
+        return "skip", previous
+    state = None
+    if checkpoint.is_file() and policy != "never":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch warns about a damaged file's "pickle protocol" before it fails
+                state = load_checkpoint(checkpoint)
+        except Exception as exc:  # a checkpoint from another version, or damaged outside molabench
+            # torch's load errors run over several lines and sentences: the first sentence says what failed
+            reason = one_line(str(exc)).split(". ")[0][:200] or type(exc).__name__
+            if policy == "must":
+                raise ConfigError(
+                    f"cannot resume run {run_id}: its checkpoint {checkpoint} does not load ({reason}); "
+                    "restore the file, or use trainer.resume=auto to train the run afresh"
+                ) from None
+            print(f"warning: starting run {run_id} afresh: its checkpoint {checkpoint} does not load ({reason})", file=sys.stderr)
+        else:
+            if state.get("identity") != identity:
+                if policy == "must":
+                    raise ConfigError(f"cannot resume run {run_id}: its checkpoint {checkpoint} belongs to another configuration")
+                print(f"warning: starting run {run_id} afresh: its checkpoint belongs to another configuration", file=sys.stderr)
+                state = None
+    if state is not None:
+        return "resume", state
+    if policy == "must":
+        raise ConfigError(f"trainer.resume=must but run {run_id} has no checkpoint to resume ({checkpoint}); use trainer.resume=auto")
+    return "fresh", None
+
+def _prepare_run_folder(results_dir: Path, run_dir: Path) -> Any:
+    """Create the run folder, prove it writable and lock it (see RunLock); one-line errors."""
+    from molabench.engine.checkpoint import RunLock
+    from molabench.errors import ConfigError
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        acquired = lock.acquire()
+    except OSError as exc:
+        raise ConfigError(f"results_dir {str(results_dir)!r} is not writable ({exc.strerror or exc}): choose another results_dir") from None
+    if not acquired:
+        raise ConfigError(
+            f"run {run_dir.name} is being trained by another process (pid {lock.holder()}) in {run_dir}; "
+            "wait for it, or stop it first"
+        )
+    return lock
+
+def check_protocol(cfg: Mapping[str, Any]) -> None:
+    """``trainer.follow_protocol`` (trainer=paper): the run must use the authors' image size and backbone of
+    ``data.protocol``, which the data config states but cannot impose on the backbone group; a mismatch is a
+    one-line error saying what to add (rather than an authors' recipe silently run on another network)."""
+    from molabench.errors import ConfigError
+
+    if not cfg["trainer"].get("follow_protocol"):
+        return
+    protocol = (cfg["data"].get("protocol") or {})
+    wanted = {"data.image_size": protocol.get("image_size"), "backbone": protocol.get("backbone")}
+    have = {"data.image_size": cfg["data"].get("image_size"), "backbone": cfg["backbone"].get("name")}
+    wrong = [f"{key}={wanted[key]}" for key in wanted if wanted[key] is not None and str(wanted[key]) != str(have[key])]
+    if wrong:
+        from molabench.models.backbones import BACKBONES
+
+        if str(wanted["backbone"]) not in BACKBONES:
+            raise ConfigError(
+                f"trainer=paper follows the authors' recipe for data={cfg['data']['name']}, whose backbone "
+                f"{wanted['backbone']} molabench does not have; run with trainer=cpu (or trainer=default) instead"
+            )
+        raise ConfigError(
+            f"trainer=paper follows the authors' recipe for data={cfg['data']['name']}: add {' '.join(wrong)} "
+            "(or use trainer=cpu / trainer=default for another budget)"
+        )
+
+def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool, sources: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """Train one configuration (or resume it, or skip it when already complete; ``trainer.resume``)
+    and write its record; returns the record (``skipped: True`` when it was complete already).
+
+    The record exists from the start (``running``, with the checkpoint's path and a heartbeat),
+    is updated every epoch and ends ``complete``, ``failed`` (with the error) or ``interrupted``
+    (SIGTERM/SIGINT; resumable). Raises :class:`~molabench.engine.checkpoint.Interrupted` on a
+    signal, after the checkpoint and the record are written."""
+    from molabench.config_reads import ReadTracker
+    from molabench.engine.checkpoint import (
+        CHECKPOINT_NAME,
+        RESUME_POLICIES,
+        CheckpointSchedule,
+        check_run_path,
+        fingerprint,
+    )
+    from molabench.errors import ConfigError
+    from molabench.report.records import RECORD_NAME
+
+    plain, cfg = cfg, ReadTracker(cfg, sources=sources)  # the run reads through the tracker; the record keeps the plain config
+    method, seed = cfg["method"]["name"], int(cfg["seed"])
+    check_protocol(cfg)
+    resolve_device(str(cfg.get("device", "auto")))  # an impossible device fails before anything is written
+    policy = str(cfg["trainer"].get("resume") or "auto")
+    if policy not in RESUME_POLICIES:
+        raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_POLICIES)}, got {policy!r}")
+    schedule = CheckpointSchedule.parse(cfg["trainer"].get("checkpoint_every", 1))
+    identity = fingerprint(plain)
+    run_id = str(cfg.get("run_id") or f"{method}-s{seed}-{identity[:8]}")
+    experiment = str(cfg["experiment"])
+    check_run_path(experiment, run_id)
+    results_dir = Path(str(cfg["results_dir"])).expanduser()
+    run_dir = results_dir / "runs" / experiment / run_id
+    record_path, checkpoint_path = run_dir / RECORD_NAME, run_dir / CHECKPOINT_NAME
+    lock = _prepare_run_folder(results_dir, run_dir)
+    try:
+        for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed while writing (we hold the lock)
+            stale.unlink(missing_ok=True)
+        previous = _read_record(record_path)
+        plan, state = _resume_plan(policy, previous, identity, checkpoint_path, run_id)
+        if plan == "skip":
+            assert state is not None
+            return {**state, "path": str(record_path), "skipped": True}
+        return _train(
+            cfg, plain, task_overrides, parallel_job, run_id=run_id, identity=identity, run_dir=run_dir, schedule=schedule,
+            resume=state, previous=previous if plan == "resume" else None,
+        )
+    finally:
+        lock.release()
+
+def _train(
+    cfg: Any,
+    plain: Mapping[str, Any],
+    task_overrides: list[str],
+    parallel_job: bool,
+    *,
+    run_id: str,
+    identity: str,
+    run_dir: Path,
+    schedule: CheckpointSchedule,
+    resume: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Train (or resume, from ``resume``) the run of ``run_dir``, keeping its record up to date.
+    ``cfg`` is ``plain`` read through a :class:`~molabench.config_reads.ReadTracker`: the keys the
+    run never read are recorded (``config_unread``) and warned about."""
+    import os
+    import platform
+
+    import torch
+
+    from molabench.data import build_data
+    from molabench.engine.algorithm import build_algorithm, build_architecture
+    from molabench.engine.checkpoint import CHECKPOINT_NAME, Checkpointer, Interrupted, SignalGuard
+    from molabench.engine.trainer import fit
+    from molabench.errors import ConfigError
+    from molabench.loggers import build_logger
+    from molabench.report.records import RECORD_NAME, environment, variant_overrides, write_json_atomic
+    from molabench.report.summary import run_summary
+
+    method, seed = cfg["method"]["name"], int(cfg["seed"])
+    record_path, checkpoint_path = run_dir / RECORD_NAME, run_dir / CHECKPOINT_NAME
+    earlier = previous or {}
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "identity": identity,
+        "experiment": cfg["experiment"],
+        "method": method,
+        "data": cfg["data"]["name"],
+        "seed": seed,
+        "overrides": variant_overrides(task_overrides),
+        "status": "running",
+        "checkpoint": str(checkpoint_path),
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "started": time.time(),
+        "heartbeat": time.time(),
+        "attempts": int(earlier.get("attempts") or 0) + 1,
+        "config": dict(plain),
+    }
+    if resume is not None:
+        at = resume["position"]
+        record["resumed_from"] = {"epoch": int(at["epoch"]), "step": int(at["step"]), "phase": at["phase"], "status": earlier.get("status")}
+        from molabench.engine.checkpoint import code_version
+
+        if resume.get("code") != code_version():  # an edit, a pull, another version: no longer bitwise the uninterrupted run
+            record["resumed_from"].update(code_changed=True, code_before=resume.get("code"), code_now=code_version())
+            print(
+                f"warning: resuming run {run_id} with changed molabench code (checkpoint written by {resume.get('code') or 'an older version'}, "
+                f"now {code_version()}): the result may differ from an uninterrupted run; use trainer.resume=never to start afresh",
+                file=sys.stderr,
+            )
+    started = time.time()
+    wall_before = float(earlier.get("wall_s") or 0.0) if resume is not None else 0.0
+    with SignalGuard() as guard, _warnings_into(record):
+
+        def write_record() -> None:
+            record["heartbeat"] = time.time()
+            record["wall_s"] = wall_before + time.time() - started
+            with guard.deferred():  # a signal waits for the write to finish
+                write_json_atomic(record_path, record)
+
+        def on_progress(progress: dict[str, Any]) -> None:
+            record["progress"] = {k: v for k, v in progress.items() if k != "history"}
+            record["history"] = progress["history"]
+            record["checkpoint_writes"] = checkpoints.describe()
+            write_record()
+
+        try:
+            write_record()
+        except OSError as exc:
+            raise ConfigError(f"cannot write the run record {record_path} ({exc.strerror or exc}): choose another results_dir") from None
+        if resume is not None:
+            at = record["resumed_from"]
+            print(f"resuming run {run_id} at epoch {at['epoch'] + 1} ({at['phase']}, step {at['step']}) from {checkpoint_path}", file=sys.stderr)
+        checkpoints = Checkpointer(checkpoint_path, schedule, identity, resume, on_progress)
+        try:
+            if cfg["trainer"].get("threads"):
+                torch.set_num_threads(int(cfg["trainer"]["threads"]))
+            elif parallel_job:
+                torch.set_num_threads(1)  # parallel jobs share the cores: one thread each
+            device = resolve_device(str(cfg.get("device", "auto")))
+            seed_everything(seed)
+            data = build_data(cfg["data"])
+            record["data"] = data.name
+            record["tasks"] = [{"name": t.name, "column": t.display, "num_classes": t.num_classes, "kind": t.kind} for t in data.tasks]
+            record["setting"] = data.setting
+            seed_everything(seed)
+            head = cfg.get("head")
+            algorithm = build_algorithm(cfg["method"], cfg["backbone"], data, head, bn_stats=str(cfg["trainer"].get("bn_stats") or "batch"))
+            hps_total = _count(build_architecture({"architecture": {"name": "hps"}}, cfg["backbone"], data, head).parameters())
+            total = _count(algorithm.parameters())
+            params = {"total": total, "trainable": _count(algorithm.trainable_parameters()), "added": total - hps_total, "hps_total": hps_total}
+            params["penalties"] = _count(algorithm.penalties.parameters())
+            params.update(algorithm.arch.param_counts())  # e.g. MoLA: adapter / router counts
+            record["params"] = params
+            logger = build_logger(cfg["logger"], plain, run_id, str(run_dir))
+            progress = cfg["trainer"].get("progress", "auto")
+            show = sys.stderr.isatty() if progress == "auto" else bool(progress)
+            result = fit(algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job, checkpoints=checkpoints, guard=guard)
+            record.pop("progress", None)
+            record.update(
+                status="complete",
+                metrics=result.metrics,
+                history=result.history,
+                selection={**result.selection, "epoch": result.selected_epoch},
+                timing=result.timing,
+                gradients=algorithm.describe(),  # gradient mode / paths and BatchNorm statistics in effect
+            )
+            if result.notes:
+                record["notes"] = result.notes
+            record["summary"] = run_summary(record, Path(str(cfg["results_dir"])).expanduser() / "runs")
+            final = result.metrics.get("test") or result.metrics.get("val") or {}
+            logger.finish({**{f"final/{k}": v for k, v in _flat(final).items()}, "final/delta_m": record["summary"].get("delta_m")})
+            if cfg["trainer"].get("checkpoint"):
+                from molabench.atomic import atomic_write
+
+                with guard.deferred():
+                    atomic_write(run_dir / "model.pt", lambda tmp: torch.save(algorithm.state_dict(), tmp))
+            record["config_unread"] = cfg.unread()
+            if record["config_unread"]:
+                print(f"warning: this run never read {', '.join(record['config_unread'])}: these keys had no effect", file=sys.stderr)
+        except Interrupted as exc:
+            record.update(status="interrupted", error=str(exc), resumable=checkpoint_path.is_file())
+            raise
+        except KeyboardInterrupt:  # no guard (not the main thread): nothing was checkpointed now
+            record.update(status="interrupted", error="KeyboardInterrupt", resumable=checkpoint_path.is_file())
+            raise
+        except BaseException as exc:  # user error or bug: the record says so; the caller reports it
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", resumable=checkpoint_path.is_file())
+            raise
+        finally:
+            record["env"] = environment(locals().get("device", "unknown"))
+            record["checkpoint_writes"] = checkpoints.describe()
+            try:
+                write_record()
+            except OSError as exc:
+                print(f"warning: could not write the record {record_path}: {exc}", file=sys.stderr)
+            record["path"] = str(record_path)
+    if record["status"] == "complete":
+        checkpoint_path.unlink(missing_ok=True)  # the record is complete: the training state is no longer needed
+    return record
+
+def _flat(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    return {f"{task}/{name}": value for task, values in metrics.items() for name, value in values.items() if name != "n"}
