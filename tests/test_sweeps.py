@@ -93,3 +93,30 @@ def test_trainer_paper_names_what_to_add_when_the_run_is_not_the_authors_recipe(
         job = compose(config_name="config", overrides=["data=vlcs", "trainer=paper", "data.image_size=64"])
     with pytest.raises(ConfigError, match=r"add data\.image_size=224 backbone=resnet50"):
         check_protocol(OmegaConf.to_container(job, resolve=True))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_job_of_a_sweep_has_an_optimiser_and_schedule_that_build(sweep):
+    """A sweep that overrides part of a recipe (e.g. Adam over a protocol's SGD) must not leave an
+    option the optimiser refuses: every job's trainer.optimizer / scheduler build."""
+    import itertools
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from molabench.engine.optim import build_optimizer, build_scheduler
+
+    parser = OverridesParser.create()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        params = dict(compose(config_name="config", overrides=[f"+sweep={sweep}"], return_hydra_config=True).hydra.sweeper.params)
+        choices = []
+        for key, value in params.items():
+            (override,) = parser.parse_overrides([f"{key}={value}"])
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(value)]
+            if key in ("method", "seed") or key.startswith("method."):  # the recipe does not depend on them
+                values = values[:1]
+            choices.append([f"{key}={v}" for v in values])
+        for job in itertools.product(*choices):
+            cfg = OmegaConf.to_container(compose(config_name="config", overrides=[f"+sweep={sweep}", *job]), resolve=True)
+            optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg["trainer"]["optimizer"])
+            build_scheduler(optimizer, cfg["trainer"]["scheduler"], total_steps=10, steps_per_epoch=2)
