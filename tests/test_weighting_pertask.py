@@ -236,13 +236,15 @@ def test_per_task_bn_step_equals_libmtl_per_task_forwards(name: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=key)
 
 
-def test_batch_statistics_stay_approximate_and_unconverted() -> None:
+def test_batch_statistics_are_exact_by_default_and_approximate_only_by_name() -> None:
     algorithm = _algorithm("hps", bn_stats="batch")
     assert algorithm.task_norm_layers == 0
     _, losses, groups, _, _ = _forward(algorithm, _batch("mixed"))
     shared = list(algorithm.arch.shared_parameters())
-    tg = task_gradients(losses, shared, [], groups, "auto", gramian=True)
-    assert tg.mode == "sample_groups" and not tg.exact and tg.path == "sample_groups_approx" and tg.G is not None
+    tg = task_gradients(losses, shared, [], groups, "auto", gramian=True, retain_graph=True)
+    assert tg.mode == "exact" and tg.exact  # the default never approximates: T backwards here
+    approx = task_gradients(losses, shared, [], groups, "sample_groups", gramian=True)  # the approximation, by name
+    assert approx.mode == "sample_groups" and not approx.exact and approx.path == "sample_groups_approx" and approx.G is not None
 
 
 def test_single_input_setting_keeps_batch_statistics() -> None:

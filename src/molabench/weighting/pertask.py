@@ -29,10 +29,12 @@ Two ways to get ``G``:
     the exact per-task gradients of that model on ResNet-18; ``TaskGradients.exact`` is False and
     the path is recorded as ``sample_groups_approx``).
 
-``auto`` (default) uses ``sample_groups`` when the groups are disjoint and every shared
-parameter is consumed by a supported op with the batch as leading dimension, ``exact`` otherwise
-(single-input setting, ViT token layouts, MoLA layers that fuse the shared weight with adapters
-into one convolution, custom ops).
+``auto`` (default) uses ``sample_groups`` when the groups are disjoint, every shared parameter is
+consumed by a supported op with the batch as leading dimension **and the split is exact**, ``exact``
+otherwise (whole-batch BatchNorm statistics, the single-input setting, ViT token layouts, MoLA
+layers that fuse the shared weight with adapters into one convolution, custom ops): the default
+never approximates. The approximate split under whole-batch statistics is opt-in, by name:
+``grad_mode=sample_groups`` (recorded as ``sample_groups_approx``).
 
 Gramian path (``task_gradients(..., gramian=True)``, used by Gramian-based methods): when the
 split is exact, ``M = G G^T`` and ``c -> c^T G`` come straight from the saved activations and
@@ -131,7 +133,7 @@ def task_gradients(
     """
     if mode != "exact":
         plan, why = _plan_sample_groups(losses, shared, groups)
-        if plan is not None:
+        if plan is not None and (plan.exact or mode == "sample_groups"):  # approximate only when asked for by name
             if gramian and plan.exact and plan.single_consumer:
                 return _sample_groups_gramian(losses, shared, others, plan, retain_graph)
             return _sample_groups(losses, shared, others, plan, retain_graph, buffer)
@@ -271,7 +273,7 @@ def _plan_sample_groups(
         if id(node) in seen:
             continue
         seen.add(id(node))
-        coupled = coupled or _couples_samples(node)
+        coupled = coupled or _couples_samples(node, batch, index, {int(g.numel()) for g in groups})
         for slot, (child, _) in enumerate(node.next_functions):
             if child is None:
                 continue
@@ -303,17 +305,25 @@ def _kind(node: object) -> str:
     return "TaskBatchNorm" if getattr(node, "task_norm", False) else type(node).__name__
 
 
-def _couples_samples(node: object) -> bool:
+def _couples_samples(node: object, batch: int, shared: dict[int, int], group_sizes: set[int]) -> bool:
     """Whether ``node`` is a BatchNorm normalising with whole-batch statistics (train mode).
 
     Per-task BatchNorm (``models.task_norm``) does not couple tasks; eval-mode BatchNorm on CPU
-    saves ``training=False``. Any other BatchNorm node (cuDNN, MIOpen, new kernels) counts as coupling.
+    saves ``training=False``; nor does a task's own BatchNorm (a task expert's, a head's: its affine
+    weight is not a shared parameter) run on fewer rows than the batch, as many as one task has:
+    the architecture routed that task's rows alone through it (CGC, PLE). Any other BatchNorm node
+    (cuDNN, MIOpen, new kernels) counts as coupling.
     """
     name = type(node).__name__
     if "BatchNorm" not in name or getattr(node, "task_norm", False):
         return False
     if name == "NativeBatchNormBackward0":
-        return bool(node._saved_training)  # type: ignore[attr-defined]
+        if not node._saved_training:  # type: ignore[attr-defined]
+            return False
+        rows = int(node._saved_input.shape[0])  # type: ignore[attr-defined]
+        weight = node.next_functions[1][0] if len(node.next_functions) > 1 else None  # type: ignore[attr-defined]
+        private = weight is not None and type(weight).__name__ == "AccumulateGrad" and id(weight.variable) not in shared
+        return not (private and rows < batch and rows in group_sizes)
     return True
 
 
