@@ -187,7 +187,8 @@ def test_a_task_with_one_value_per_channel_is_normalised_but_not_tracked() -> No
     x = torch.randn(4, 5, 1, 1)
     with context.scope(task):
         y = bn(x)
-    torch.testing.assert_close(y[0].flatten(), bn.bias.detach())  # x - mu_0 = 0: the output is beta
+    # x - mu_0 = 0: the output is beta, up to the kernel's rounding of the mean times 1/sqrt(eps) ~ 316
+    torch.testing.assert_close(y[0].flatten(), bn.bias.detach(), rtol=0, atol=1e-4)
     torch.testing.assert_close(y[1:], ref(x[1:]), rtol=1e-5, atol=1e-5)  # task 1 as alone
     torch.testing.assert_close(bn.running_var, ref.running_var)  # only task 1 updated the statistics
     assert int(bn.num_batches_tracked) == 1

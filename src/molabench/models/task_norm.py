@@ -32,16 +32,16 @@ would: for each present task ``t`` (ascending), ``k <- k + 1`` (``num_batches_tr
 ``N_t`` is 1 (one sample on a 1 x 1 map) is normalised (its output is ``beta``) but does not
 update the running statistics (PyTorch refuses such a batch; its unbiased variance is undefined).
 
-Backward (a custom autograd function; ``xhat = (x - mu_t) / sqrt(sigma2_t + eps)``, ``g = dL/dy``)::
+Backward (a custom autograd function over PyTorch's native kernels, one call per task's rows;
+``xhat = (x - mu_t) / sqrt(sigma2_t + eps)``, ``g = dL/dy``)::
 
     S_tc   = sum_{s in t, l} g_scl,            R_tc = sum_{s in t, l} g_scl xhat_scl
     dL/dx  = gamma_c / sqrt(sigma2_tc + eps) * (g - S_tc / N_t - xhat R_tc / N_t)
     dL/dgamma_c = sum_t R_tc,                  dL/dbeta_c = sum_t S_tc
 
-The per-sample terms ``sum_l g xhat`` and ``sum_l g`` are the per-sample contributions to the affine
-gradients; when ``weighting.pertask`` asks for them (``node.record_per_sample = True``) the backward
-keeps them on its graph node (``node.per_sample = (dgamma (B, C), dbeta (B, C))``) so that the
-per-task affine gradients cost nothing extra.
+``R_t`` and ``S_t`` are task t's contributions to the affine gradients; when ``weighting.pertask``
+asks for them (``node.record_per_sample = True``) the backward keeps them on its graph node
+(``node.per_task = (R (T', C), S (T', C))``) so that the per-task affine gradients cost nothing extra.
 
 When per-task statistics are not defined the layer is exactly ``nn.BatchNorm``: in eval mode
 (running statistics), and in train mode when no task context is set (``predict``, the
@@ -139,38 +139,39 @@ def sort_by_task(task: Tensor) -> Tensor | None:
     return torch.argsort(task, stable=True)
 
 
-class _TaskBatchNormFunction(torch.autograd.Function):
-    """``y = gamma (x - mu_t) / sqrt(sigma2_t + eps) + beta`` with per-task statistics (module docstring).
+class _SlicedBatchNormFunction(torch.autograd.Function):
+    """``y = gamma (x - mu_t) / sqrt(sigma2_t + eps) + beta`` with per-task statistics (module
+    docstring), computed by PyTorch's native BatchNorm kernels on each task's contiguous rows (the
+    batch is sorted by task): one ``native_batch_norm`` and one ``native_batch_norm_backward`` per
+    present task. On CPU this costs about what one plain BatchNorm over the batch costs (measured in
+    ``scripts/bench_weighting.py``); a formulation with segment-sum matmuls paid several extra passes.
+    ``onehot``/``spread`` (the context's task indicators) stay on the node for ``weighting.pertask``.
 
-    ``onehot`` (T', B) sums rows into tasks, ``spread`` = ``onehot^T`` (B, T') hands task values back
-    to rows: both as small matmuls (exact: one term is 1 x value, the rest 0), which on CPU cost a
-    fraction of index gathers, and the statistics by two plain passes (sum; centred sum of squares):
-    ``torch.var_mean`` over the positions is an order of magnitude slower than native BatchNorm.
+    With ``record_per_sample`` the backward keeps the per-task affine gradients on the node
+    (``per_task = (dgamma (T', C), dbeta (T', C))``): the native backward yields them directly.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, onehot: Tensor, spread: Tensor, eps: float
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, onehot: Tensor, spread: Tensor, eps: float,
+        counts: tuple[int, ...],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        B, C = x.shape[0], x.shape[1]
-        xf = x.reshape(B, C, -1)
-        L = xf.shape[2]
-        n = onehot.sum(1, keepdim=True) * L  # N_t (T', 1)
-        s1 = xf.sum(2) if L > 1 else xf.reshape(B, C)
-        mean_t = (onehot @ s1) / n
-        d = xf - (spread @ mean_t).unsqueeze(2)  # x - mu_t
-        var_t = (onehot @ (d * d).sum(2)) / n  # biased, as BatchNorm normalises
-        invstd_t = torch.rsqrt(var_t + eps)
-        scale_t = invstd_t if weight is None else invstd_t * weight
-        beta_t = torch.zeros_like(mean_t) if bias is None else bias.expand_as(mean_t)
-        rows = spread @ torch.cat([scale_t, beta_t], 1)  # (B, 2C)
-        per_row = (B, C) + (1,) * (x.dim() - 2)
-        y = torch.addcmul(rows[:, C:].reshape(per_row), d.view_as(x), rows[:, :C].reshape(per_row))  # not a view
+        outs, means, invstds, start = [], [], [], 0
+        for n in counts:
+            out, mean, invstd = torch.ops.aten.native_batch_norm(x[start: start + n], weight, bias, None, None, True, 0.0, eps)
+            outs.append(out)
+            means.append(mean)
+            invstds.append(invstd)
+            start += n
+        y = outs[0] if len(outs) == 1 else torch.cat(outs)
+        mean_t, invstd_t = torch.stack(means), torch.stack(invstds)
+        var_t = invstd_t.pow(-2) - eps  # biased, as BatchNorm normalises
         ctx.save_for_backward(x, weight, mean_t, invstd_t)
-        ctx.onehot, ctx.spread, ctx.positions = onehot, spread, L
+        ctx.onehot, ctx.spread, ctx.positions, ctx.counts, ctx.eps = onehot, spread, x[0, 0].numel(), counts, eps
         ctx.task_norm = True  # how weighting.pertask recognises this node
         ctx.record_per_sample = False
         ctx.per_sample = None
+        ctx.per_task = None
         ctx.mark_non_differentiable(mean_t, var_t)
         return y, mean_t, var_t
 
@@ -178,29 +179,25 @@ class _TaskBatchNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, gy: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, mean_t, invstd_t = ctx.saved_tensors
-        onehot, spread = ctx.onehot, ctx.spread
-        B, C = x.shape[0], x.shape[1]
-        xf, gf = x.reshape(B, C, -1), gy.reshape(B, C, -1)
-        n = onehot.sum(1, keepdim=True) * ctx.positions  # N_t
-        stats = spread @ torch.cat([mean_t, invstd_t], 1)  # (B, 2C)
-        d = xf - stats[:, :C].unsqueeze(2)  # x - mu_t
-        sg = gf.sum(2)  # (B, C): sum_l g
-        sgxhat = (gf * d).sum(2) * stats[:, C:]  # (B, C): sum_l g xhat
-        S, R = onehot @ sg, onehot @ sgxhat  # (T', C)
+        affine = weight is not None
+        need_x = ctx.needs_input_grad[0]
+        gxs, gws, gbs, start = [], [], [], 0
+        gy = gy.contiguous()
+        for i, n in enumerate(ctx.counts):
+            rows = slice(start, start + n)
+            gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+                gy[rows], x[rows], weight, None, None, mean_t[i], invstd_t[i], True, ctx.eps, [need_x, True, True]
+            )
+            gxs.append(gx)
+            gws.append(gw)
+            gbs.append(gb)
+            start += n
         if ctx.record_per_sample:
-            ctx.per_sample = (sgxhat, sg)
-        gx = None
-        if ctx.needs_input_grad[0]:
-            a = invstd_t if weight is None else invstd_t * weight  # gamma / sigma_t
-            k = a * invstd_t * R / n  # coefficient of (x - mu_t)
-            c = -a * S / n
-            coef = spread @ torch.cat([a, -k, c], 1)  # (B, 3C)
-            per_row = (B, C) + (1,) * (x.dim() - 2)
-            gx = torch.addcmul(coef[:, 2 * C:].reshape(per_row), d.view_as(x), coef[:, C: 2 * C].reshape(per_row))
-            gx = torch.addcmul(gx, gy, coef[:, :C].reshape(per_row))
-        gw = R.sum(0) if weight is not None and ctx.needs_input_grad[1] else None
-        gb = S.sum(0) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None, None
+            ctx.per_task = (torch.stack(gws), torch.stack(gbs))  # sum_l g xhat and sum_l g over each task's rows
+        gx = None if not need_x else (gxs[0] if len(gxs) == 1 else torch.cat(gxs))
+        gw = torch.stack(gws).sum(0) if affine and ctx.needs_input_grad[1] else None
+        gb = torch.stack(gbs).sum(0) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None, None, None
 
 
 class TaskBatchNorm:
@@ -220,7 +217,7 @@ class TaskBatchNorm:
             return super().forward(x)  # type: ignore[misc]
         bn._check_input_dim(x)
         onehot, spread = ctx.indicators(x)
-        y, mean_t, var_t = _TaskBatchNormFunction.apply(x, bn.weight, bn.bias, onehot, spread, bn.eps)
+        y, mean_t, var_t = _SlicedBatchNormFunction.apply(x, bn.weight, bn.bias, onehot, spread, bn.eps, tuple(ctx.counts))
         if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
             positions = x[0, 0].numel()
             self._update_running(mean_t, var_t, [n * positions for n in ctx.counts])

@@ -438,11 +438,19 @@ def _consumer_grads(c: _Consumer, go: Tensor, groups: Sequence[Tensor | slice]) 
         if "bias" in c.slots:
             out["bias"] = _group_sum(go.sum(dims) if dims else go, groups)
     elif c.kind == "TaskBatchNorm":
-        dw, db = _task_norm_per_sample(c, go)
-        if "weight" in c.slots:
-            out["weight"] = _group_sum(dw, groups)
-        if "bias" in c.slots:
-            out["bias"] = _group_sum(db, groups)
+        per_task = getattr(c.node, "per_task", None)  # recorded by the sliced backward: one row per present task
+        if per_task is not None and per_task[0].shape[0] == len(groups):
+            c.node.record_per_sample, c.node.per_task = False, None  # type: ignore[attr-defined]
+            if "weight" in c.slots:
+                out["weight"] = list(per_task[0].unbind(0))
+            if "bias" in c.slots:
+                out["bias"] = list(per_task[1].unbind(0))
+        else:
+            dw, db = _task_norm_per_sample(c, go)
+            if "weight" in c.slots:
+                out["weight"] = _group_sum(dw, groups)
+            if "bias" in c.slots:
+                out["bias"] = _group_sum(db, groups)
     elif c.kind == "NativeLayerNormBackward0":
         x = s["input"]
         xhat = (x - s["mean"]) * s["rstd"]
