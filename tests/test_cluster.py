@@ -5,7 +5,6 @@ submitit and resumes."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -64,7 +63,6 @@ def test_a_preempted_submitit_job_checkpoints_is_requeued_and_resumes_bitwise(tm
     assert record["metrics"] == reference["metrics"] and record["history"] == reference["history"]
     logs = "\n".join(p.read_text() for p in (results / "hydra").rglob("*_log.err"))
     assert "checkpoint and the record are saved; submitit requeues the job" in logs
-    assert json.loads(json.dumps(record["metrics"])) == reference["metrics"]
 
 
 def test_the_slurm_preset_composes_on_submitits_slurm_launcher():

@@ -186,11 +186,11 @@ def test_resuming_from_any_checkpoint_gives_the_same_run(tiny_shapes, tmp_path, 
         assert _same(resumed, reference), (method, position["epoch"], position["step"], position["phase"])
 
 
-def test_a_signal_during_evaluation_checkpoints_the_state_before_it(tiny_shapes, tmp_path, monkeypatch):
+def _sigterm_at_the_second_evaluation(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the trainer's second evaluation raise SIGTERM's :class:`Interrupted`; returns the real
+    ``evaluate`` (to put back)."""
     import molabench.engine.trainer as trainer
 
-    data = _variant(tiny_shapes, False)
-    reference = _fit("dwa", (), data, Checkpointer(tmp_path / "ref.pt", CheckpointSchedule(0)))
     real, calls = trainer.evaluate, []
 
     def interrupted_second_time(*args: Any, **kwargs: Any) -> Any:
@@ -200,6 +200,15 @@ def test_a_signal_during_evaluation_checkpoints_the_state_before_it(tiny_shapes,
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "evaluate", interrupted_second_time)
+    return real
+
+
+def test_a_signal_during_evaluation_checkpoints_the_state_before_it(tiny_shapes, tmp_path, monkeypatch):
+    import molabench.engine.trainer as trainer
+
+    data = _variant(tiny_shapes, False)
+    reference = _fit("dwa", (), data, Checkpointer(tmp_path / "ref.pt", CheckpointSchedule(0)))
+    real = _sigterm_at_the_second_evaluation(monkeypatch)
     with pytest.raises(Interrupted):
         _fit("dwa", (), data, Checkpointer(tmp_path / "c.pt", CheckpointSchedule(0)))
     monkeypatch.setattr(trainer, "evaluate", real)
@@ -461,16 +470,8 @@ def test_resuming_with_changed_code_is_flagged(tmp_path, monkeypatch):
     import molabench.engine.checkpoint as checkpoint
     import molabench.engine.trainer as trainer
 
-    real, calls = trainer.evaluate, []
-
-    def interrupted_second_time(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise Interrupted(signal.SIGTERM)
-        return real(*args, **kwargs)
-
     args = (*TINY, "trainer.epochs=2", "trainer.max_steps_per_epoch=1", "run_id=c")
-    monkeypatch.setattr(trainer, "evaluate", interrupted_second_time)
+    real = _sigterm_at_the_second_evaluation(monkeypatch)
     first = train(*args, results=tmp_path)
     assert first.returncode == 128 + signal.SIGTERM and _record(tmp_path)["status"] == "interrupted", first.stderr
     monkeypatch.setattr(trainer, "evaluate", real)
