@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from molabench.atomic import write_json_atomic
 from molabench.data.base import Batch, TaskSpec
 from molabench.engine.algorithm import build_algorithm
-from molabench.machine import matmul_gflops
+from molabench.machine import interleaved_update_times, matmul_gflops
 
 ARCHITECTURES = ["cross_stitch", "mmoe", "cgc", "ple", "dselect_k", "ltb", "mtan"]
 
@@ -124,7 +124,6 @@ def main() -> None:
                 "params_m": sum(p.numel() for p in algorithm.parameters()) / 1e6,
             }
             runners[label] = (algorithm, {k: v.clone() for k, v in algorithm.state_dict().items()})
-        times: dict[str, list[float]] = {label: [] for label in labels}
         optimizer_times: dict[str, list[float]] = {label: [] for label in labels}
         clock: dict[str, float] = {}
 
@@ -135,16 +134,9 @@ def main() -> None:
 
         for label, (algorithm, _) in runners.items():
             timed(label, algorithm)
-        for r in range(args.rounds + 1):  # round 0 warms up
-            for label, (algorithm, state0) in runners.items():
-                algorithm.load_state_dict(state0)
-                start = time.perf_counter()
-                algorithm.update(batch)
-                if r:
-                    times[label].append(time.perf_counter() - start)
-                else:
-                    optimizer_times[label].clear()
-            print(f"{arch}: round {r}/{args.rounds} ({time.time() - started:.0f}s)", flush=True)
+        times = interleaved_update_times(
+            runners, batch, args.rounds, name=arch, after_warmup=lambda ts=optimizer_times: [v.clear() for v in ts.values()]
+        )
         compute = {label: [t - o for t, o in zip(ts, optimizer_times[label], strict=True)] for label, ts in times.items()}
         hps_t, hps_c, hps_f = statistics.median(times["hps"]), statistics.median(compute["hps"]), facts["hps"]["flops"]
         for label, ts in times.items():

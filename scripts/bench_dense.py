@@ -27,7 +27,7 @@ from molabench.data import build_data
 from molabench.data.loader import BatchLoader
 from molabench.engine.algorithm import build_algorithm
 from molabench.engine.optim import build_optimizer
-from molabench.machine import matmul_gflops
+from molabench.machine import interleaved_update_times, matmul_gflops, timing_summary
 
 GRADIENT_METHODS = ["mgda", "mgda_ub", "pcgrad", "cagrad", "graddrop", "gradvac", "imtl", "nash_mtl", "aligned_mtl", "aligned_mtl_ub"]
 
@@ -70,24 +70,10 @@ def main() -> None:
             algorithm.arch.shared_behind_representation = False
         algorithm.optimizer = build_optimizer(algorithm.trainable_parameters(), {"name": "adam", "lr": 1e-4})
         runners[label] = (algorithm, {k: v.clone() for k, v in algorithm.state_dict().items()})
-    times: dict[str, list[float]] = {label: [] for label in labels}
     started = time.time()
-    for r in range(args.rounds + 1):  # round 0 warms up
-        for label, (algorithm, state0) in runners.items():
-            algorithm.load_state_dict(state0)
-            start = time.perf_counter()
-            algorithm.update(batch)
-            if r:
-                times[label].append(time.perf_counter() - start)
-        print(f"round {r}/{args.rounds} ({time.time() - started:.0f}s)", flush=True)
+    times = interleaved_update_times(runners, batch, args.rounds)
     ew = statistics.median(times["ew"])
-    runs = {
-        label: {
-            "min_s": min(ts), "median_s": statistics.median(ts), "spread": (max(ts) - min(ts)) / statistics.median(ts),
-            "ratio_to_ew": statistics.median(ts) / ew, "rounds": len(ts),
-        }
-        for label, ts in times.items()
-    }
+    runs = timing_summary(times, "ew")
     gradient = {k: v["ratio_to_ew"] for k, v in runs.items() if k in GRADIENT_METHODS} or {"none": float("nan")}
     result = {
         "config": {

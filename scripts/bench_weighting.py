@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from molabench.atomic import write_json_atomic
 from molabench.data.base import TaskSpec
 from molabench.engine.algorithm import MultiTaskAlgorithm
 from molabench.engine.optim import build_optimizer
+from molabench.machine import timing_summary
 from molabench.models.backbones import build_backbone
 from molabench.weighting import WEIGHTINGS, StepContext, build
 from molabench.weighting import load_all as load_weightings
@@ -149,14 +149,7 @@ def bench(T: int, setting: str, rounds: int, batch: int, bn_stats: str) -> dict[
             dt = step(model, norm, w, opt, x, task, y, T, r)
             if r:
                 times[label].append(dt)
-    ew = statistics.median(times["ew"])
-    out: dict[str, dict[str, float]] = {
-        label: {
-            "median_s": statistics.median(ts), "min_s": min(ts), "spread": (max(ts) - min(ts)) / statistics.median(ts),
-            "ratio_to_ew": statistics.median(ts) / ew, "rounds": len(ts),
-        }
-        for label, ts in times.items()
-    }
+    out: dict[str, dict[str, float]] = timing_summary(times, "ew")
     for label, (w, _) in runners.items():
         if isinstance(w, GradientWeighting):
             out[label]["path"] = ",".join(sorted(w.path_counts))  # type: ignore[assignment]

@@ -1,4 +1,5 @@
-"""The machine's speed, so that timings from different machines can be compared.
+"""The machine's speed, so that timings from different machines can be compared, and the timing
+loop and summary the benchmark scripts share (:func:`interleaved_update_times`, :func:`timing_summary`).
 
 ``matmul_gflops(threads)`` is the best-of-N fp32 matrix-multiply rate at a thread count — the
 number the benchmarks and the demo's budget statement quote (this project's 2-core machines read
@@ -7,7 +8,10 @@ number the benchmarks and the demo's budget statement quote (this project's 2-co
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -29,3 +33,41 @@ def matmul_gflops(threads: int | None = None, size: int = 1024, repeats: int = 2
     finally:
         torch.set_num_threads(previous)
     return 2 * size**3 / best / 1e9
+
+
+def interleaved_update_times(
+    runners: Mapping[str, tuple[Any, Mapping[str, torch.Tensor]]],
+    batch: Any,
+    rounds: int,
+    name: str = "",
+    after_warmup: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds of ``algorithm.update(batch)`` per runner (``label -> (algorithm, initial state)``),
+    one step each per round in turn, every step from the same initial state: a slow drift of a shared
+    machine then hits every runner alike. Round 0 warms up (not timed; ``after_warmup`` runs after it)."""
+    times: dict[str, list[float]] = {label: [] for label in runners}
+    started = time.time()
+    for r in range(rounds + 1):
+        for label, (algorithm, state0) in runners.items():
+            algorithm.load_state_dict(state0)
+            start = time.perf_counter()
+            algorithm.update(batch)
+            if r:
+                times[label].append(time.perf_counter() - start)
+        if r == 0 and after_warmup is not None:
+            after_warmup()
+        print(f"{name + ': ' if name else ''}round {r}/{rounds} ({time.time() - started:.0f}s)", flush=True)
+    return times
+
+
+def timing_summary(times: Mapping[str, Sequence[float]], reference: str) -> dict[str, dict[str, float]]:
+    """Per label: median, min and spread ((max - min) / median) of its times, the number of rounds
+    and ``ratio_to_<reference>`` (its median over the reference's)."""
+    base = statistics.median(times[reference])
+    return {
+        label: {
+            "median_s": statistics.median(ts), "min_s": min(ts), "spread": (max(ts) - min(ts)) / statistics.median(ts),
+            f"ratio_to_{reference}": statistics.median(ts) / base, "rounds": len(ts),
+        }
+        for label, ts in times.items()
+    }
