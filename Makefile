@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test tables bench lint clean
+.PHONY: install demo test tables reproduce bench lint clean
 
 install: $(STAMP)
 
@@ -19,6 +19,14 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# make reproduce [budget=smoke|cpu|paper] [tables=[2,4,5]] [dry_run=true] [launcher=slurm]: plans, runs what is
+# missing (re-run to continue), writes results/tables/table<N>_*, results/figures/, results/report/index.html.
+# Data: MOLABENCH_DATA (a folder of datasets; default ../shared/data when it exists, else data/).
+budget ?= cpu
+MOLABENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
+reproduce: install
+	MOLABENCH_DATA=$(MOLABENCH_DATA) $(PY) -m molabench.reproduce budget=$(budget) $(if $(tables),tables=$(tables)) $(if $(dry_run),dry_run=$(dry_run)) $(if $(launcher),launcher=$(launcher))
 
 tables: install
 	$(PY) -m molabench.report.tables

@@ -24,6 +24,7 @@ NOT_READ_BY_A_RUN = {
     "data.paper": "the paper's table and columns for this data: read by `make tables` from the record",
     "data.protocol": "the authors' recipe: read by trainer=paper (its interpolations and the protocol check)",
     "data.budget": "the data's default budget: trainer.epochs/batch_size default to it, a trainer may set its own",
+    "backbone.mola_stages": "MoLA's default stages on this backbone (ViT: its blocks): read by the MoLA methods' stages default",
     "method.batching": "the method's default batching: trainer.batching defaults to it, the command line may set its own",
 }
 

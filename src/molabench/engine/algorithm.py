@@ -329,7 +329,7 @@ def _use_task_norm(arch: Architecture, bn_stats: str, context: TaskNormContext) 
 def backbone_factory(cfg: Mapping[str, Any], data: MultiTaskData):
     from molabench.models.backbones import build_backbone
 
-    kwargs = _hparams(cfg)
+    kwargs = {k: v for k, v in _hparams(cfg).items() if k != "mola_stages"}  # MoLA's default placement, not the backbone's
     height, _ = data.image_size
     kwargs.setdefault("in_channels", data.in_channels)
     if cfg["name"].startswith("vit"):

@@ -323,8 +323,6 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
     under ``runs_dir``, then ``README.md``: every table in ``out_dir`` with a link to its figure where
     there is one, including tables written earlier from records that are not here now (a table
     disappears from the index only when its files are deleted)."""
-    from urllib.parse import quote
-
     from molabench.report.figures import table_figure  # matplotlib only when tables are written
 
     groups = collect(checked_record(path, record) for path, record in iter_records(runs_dir))  # all checked before a file is written
@@ -343,6 +341,14 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
         if group.superseded:
             print(f"{stem}: left out {group.superseded} older run(s) of a row and seed (kept the latest)")
         written += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex", out_dir / f"{stem}.png"]
+    write_index(out_dir, runs_dir)
+    return written
+
+
+def write_index(out_dir: Path, runs_dir: Path) -> Path:
+    """``out_dir/README.md``: every table in ``out_dir`` (its Markdown, and its figure where there is one)."""
+    from urllib.parse import quote
+
     index = ["# Results", "", f"Generated from the run records under `{runs_dir}`.", ""]
     for path in sorted(out_dir.glob("*.md")):
         if path.name == "README.md":
@@ -351,7 +357,7 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
         if path.with_suffix(".png").is_file():
             index.append(f"![{path.stem}]({quote(path.stem)}.png)\n")
     _write_text(out_dir / "README.md", "\n".join(index))
-    return written
+    return out_dir / "README.md"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -376,6 +382,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {len(tables)} table(s) to {args.out or args.results / 'tables'}")
     for path in tables:
         print(f"  {path}")
+    return _paper_layout(args.results) if args.out is None else 0
+
+
+def _paper_layout(results: Path) -> int:
+    """The reproduction's paper-layout tables and report page, rebuilt from its saved plans and records
+    (``make reproduce``; the figures are left as that command drew them)."""
+    from molabench.reproduce.outputs import saved_budgets, write_outputs
+
+    budgets = saved_budgets(results)
+    try:
+        for budget in budgets:
+            write_outputs(results, budget, figures=False, report=budget == budgets[-1])
+    except MolabenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,110 @@
+"""Everything a reproduction writes from its records: the paper-layout tables, the figures and the
+report page. ``make reproduce`` calls :func:`write_outputs` after its runs; ``make tables`` calls it
+for every budget that has a saved plan, so the committed outputs are rebuilt from the committed
+records (tables and report byte for byte; Figs 3, 4 and 6 need the runs' weights, which are not
+committed, and are left as they are when those are absent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from molabench.atomic import write_text_atomic
+from molabench.reproduce.layout import load_plan, write_tables
+
+#: budgets in the order their outputs are written (a later one's tables replace an earlier one's)
+BUDGET_ORDER = ("smoke", "cpu", "paper")
+
+
+def plan_path(results_dir: Path, budget: str) -> Path:
+    return results_dir / "runs" / "reproduce" / budget / "plan.json"
+
+
+def saved_budgets(results_dir: Path) -> list[str]:
+    """Budgets with a saved plan, smallest first."""
+    root = results_dir / "runs" / "reproduce"
+    found = [p.parent.name for p in sorted(root.glob("*/plan.json"))] if root.is_dir() else []
+    return sorted(found, key=lambda b: (BUDGET_ORDER.index(b) if b in BUDGET_ORDER else len(BUDGET_ORDER), b))
+
+
+FIGURES = {
+    "fig3_pc_ratio.png": ("Fig. 3: principal-component ratio K/R per layer, with and without MoLA",
+                          "The proportion of principal-component eigenvectors (99% of the singular mass) of the weights with and without MoLA."),
+    "fig4_spectra.png": ("Fig. 4: singular values of W0 and of W0 + ΔW_e",
+                         "Eigenvalue distributions of the shared weight and of the shared weight combined with each low-rank adapter."),
+    "fig5_params.png": ("Fig. 5: parameters vs number of tasks",
+                        "The parameter number of HPS, MoLA and the soft-sharing / MoE baselines as the number of tasks T grows."),
+    "fig6_router.png": ("Fig. 6: MoLA-Router's router embedding ω, 2-D PCA",
+                        "The router embedding ω of each task's samples (with the TwD loss)."),
+}
+
+
+def write_figures(results_dir: Path, plan: dict[str, Any], out: Callable[[str], None] = print) -> Path:
+    """Fig 5 (built models; no run needed) and Figs 3, 4, 6 from the first seed's HPS / MoLA-Grad /
+    MoLA-Router runs of the first domain table whose weights (``model.pt``) are there; then
+    ``figures.json`` indexes every figure present with its caption and what differs from the paper."""
+    from molabench.report import analysis_figures as af
+
+    folder = results_dir / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    af.fig5(folder)
+    runs: dict[str, Path] = {}
+    for run in plan["runs"]:
+        record = run.get("record")
+        if record and run["paper_data"] in ("vlcs", "officehome") and run["seed"] == plan["seeds"][0]:
+            model = results_dir / Path(record).parent / "model.pt"
+            if model.is_file() and not any(p.startswith("method.") for p in run["params"]):
+                runs.setdefault(run["method"], model.parent)
+    source: dict[str, str] = {}
+    if "mola_grad" in runs:
+        _, grad, _ = af.load_run(runs["mola_grad"])
+        baseline = af.load_run(runs["hps"])[1] if "hps" in runs else None
+        af.fig3(grad, baseline, folder)
+        af.fig4(grad, folder)
+        source["fig3_pc_ratio.png"] = source["fig4_spectra.png"] = str(runs["mola_grad"].relative_to(results_dir))
+    if "mola_router" in runs:
+        _, router, data = af.load_run(runs["mola_router"])
+        af.fig6(router, data, folder)
+        source["fig6_router.png"] = str(runs["mola_router"].relative_to(results_dir))
+    budget = plan["budget"]
+    index = []
+    for name, (title, caption) in FIGURES.items():
+        if not (folder / name).is_file():
+            continue
+        if name == "fig5_params.png":
+            differs = "counted on ResNet-18 at 224 px (models built, crosses: docs/architectures.md formulas); the paper does not state its backbone"
+        else:
+            data = {r["data"] for r in plan["runs"] if r.get("record") and str(Path(r["record"]).parent) == source.get(name)}
+            differs = f"from run {source.get(name, 'an earlier reproduction')} (budget {budget}, data {', '.join(sorted(data)) or 'see the run'}), not the paper's trained models"
+            if name == "fig6_router.png":
+                differs += "; only with the TwD loss (the paper also shows ω without it)"
+        index.append({"file": name, "title": title, "caption": caption, "differs": differs})
+    path = folder / "figures.json"
+    write_text_atomic(path, json.dumps(index, indent=1) + "\n")
+    out(f"wrote {len(index)} figure(s) to {folder}")
+    return path
+
+
+def write_outputs(results_dir: Path, budget: str, numbers: Sequence[int] | None = None, figures: bool = True, report: bool = True,
+                  out: Callable[[str], None] = print) -> list[Path]:
+    """The tables of ``numbers`` (all of the plan's when None), then figures and report."""
+    path = plan_path(results_dir, budget)
+    plan = load_plan(path)
+    tables_dir = results_dir / "tables"
+    written = write_tables(path, tables_dir, numbers)
+    from molabench.report.tables import write_index
+
+    write_index(tables_dir, results_dir / "runs")
+    out(f"wrote {len(written)} paper table(s) to {tables_dir} (budget {budget}), indexed in {tables_dir / 'README.md'}")
+    if figures:
+        written.append(write_figures(results_dir, plan, out))
+    if report:
+        from molabench.report.html import write_report
+
+        page = write_report(results_dir)
+        written.append(page)
+        out(f"wrote {page}")
+    return written
