@@ -6,6 +6,10 @@ configuration (``molabench.train``): the run's identity and folder, the resume p
 and writes the record from the start (``running``, with a heartbeat) to its end (``complete``,
 ``failed`` or ``interrupted``). The configuration is read through a
 :class:`~molabench.config_reads.ReadTracker`: keys set but never read are recorded and warned about.
+
+Under ``torchrun`` (``engine.distributed``) every rank runs :func:`run`: rank 0 plans (lock, record,
+checkpoint, world-size check) and hands the plan and the checkpoint to the other ranks; all ranks
+train; only rank 0 writes the record, the checkpoint and the model, logs and prints.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from molabench.errors import one_line
 
 if TYPE_CHECKING:
     from molabench.engine.checkpoint import CheckpointSchedule
+    from molabench.engine.distributed import Distributed
 
 def _count(params: Any) -> int:
     return sum(p.numel() for p in params)
@@ -52,14 +57,16 @@ def seed_everything(seed: int) -> None:
 _MAX_RECORDED_WARNINGS = 50
 
 @contextmanager
-def _warnings_into(record: dict[str, Any]) -> Iterator[None]:
+def _warnings_into(record: dict[str, Any], quiet: bool = False) -> Iterator[None]:
     """Show each warning of a run (skipped images, an md5 mismatch, ...) as one ``warning:`` line
-    and keep it in the record, so what a run silently worked around can be read back later."""
+    and keep it in the record, so what a run silently worked around can be read back later.
+    ``quiet``: keep them, print nothing (the ranks of a torchrun launch other than 0)."""
     kept: list[str] = record.setdefault("warnings", [])
 
     def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
         text = str(message) if category is UserWarning else f"{category.__name__}: {message}"
-        print(f"warning: {text}", file=sys.stderr)
+        if not quiet:
+            print(f"warning: {text}", file=sys.stderr)
         if len(kept) < _MAX_RECORDED_WARNINGS:
             kept.append(text)
 
@@ -131,6 +138,39 @@ def _resume_plan(policy: str, previous: dict[str, Any] | None, identity: str, ch
         raise ConfigError(f"trainer.resume=must but run {run_id} has no checkpoint to resume ({checkpoint}); use trainer.resume=auto")
     return "fresh", None
 
+def _processes(n: int) -> str:
+    return "one process" if n == 1 else f"{n} processes (torchrun)"
+
+
+def _launch(n: int) -> str:
+    return "one process (python -m molabench.train ...)" if n == 1 else f"torchrun --nproc_per_node={n} (or {n} processes in all)"
+
+
+def _check_world_size(plan: str, state: Mapping[str, Any] | None, world: int, run_id: str, checkpoint: Path) -> None:
+    """A run keeps its number of processes: ``trainer.batch_size`` is per process, so another number
+    trains another global batch. Resuming or re-running a run with another one is a one-line error."""
+    from molabench.errors import ConfigError
+
+    if state is None:
+        return
+    if plan == "resume":
+        saved = int(state.get("world_size") or 1)
+        if saved != world:
+            raise ConfigError(
+                f"cannot resume run {run_id}: its checkpoint {checkpoint} was written by {_processes(saved)} and this launch "
+                f"has {_processes(world)}, which would change the global batch (trainer.batch_size x processes) mid-run; "
+                f"relaunch it with {_launch(saved)}, or set trainer.resume=never to train it afresh with {_processes(world)}"
+            )
+    elif plan == "skip":
+        done = int((state.get("distributed") or {}).get("world_size") or 1)
+        if done != world:
+            raise ConfigError(
+                f"run {run_id} is complete ({checkpoint.parent}), trained by {_processes(done)}; this launch has "
+                f"{_processes(world)}, a different global batch (trainer.batch_size x processes): launch it with "
+                f"{_launch(done)} to see it, or choose another run_id to train this one"
+            )
+
+
 def _prepare_run_folder(results_dir: Path, run_dir: Path) -> Any:
     """Create the run folder, prove it writable and lock it (see RunLock); one-line errors."""
     from molabench.engine.checkpoint import RunLock
@@ -183,6 +223,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool, s
     (SIGTERM/SIGINT; resumable). Raises :class:`~molabench.engine.checkpoint.Interrupted` on a
     signal, after the checkpoint and the record are written."""
     from molabench.config_reads import ReadTracker
+    from molabench.engine import distributed
     from molabench.engine.checkpoint import (
         CHECKPOINT_NAME,
         RESUME_POLICIES,
@@ -190,13 +231,15 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool, s
         check_run_path,
         fingerprint,
     )
-    from molabench.errors import ConfigError
+    from molabench.errors import ConfigError, MolabenchError
     from molabench.report.records import RECORD_NAME
 
     plain, cfg = cfg, ReadTracker(cfg, sources=sources)  # the run reads through the tracker; the record keeps the plain config
     method, seed = cfg["method"]["name"], int(cfg["seed"])
     check_protocol(cfg)
-    resolve_device(str(cfg.get("device", "auto")))  # an impossible device fails before anything is written
+    group = distributed.setup(str(cfg.get("device", "auto")))  # torchrun: join the other ranks
+    if group is None:
+        resolve_device(str(cfg.get("device", "auto")))  # an impossible device fails before anything is written
     policy = str(cfg["trainer"].get("resume") or "auto")
     if policy not in RESUME_POLICIES:
         raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_POLICIES)}, got {policy!r}")
@@ -208,21 +251,37 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool, s
     results_dir = Path(str(cfg["results_dir"])).expanduser()
     run_dir = results_dir / "runs" / experiment / run_id
     record_path, checkpoint_path = run_dir / RECORD_NAME, run_dir / CHECKPOINT_NAME
-    lock = _prepare_run_folder(results_dir, run_dir)
+    world = group.world_size if group is not None else 1
+    lock = None
     try:
-        for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed while writing (we hold the lock)
-            stale.unlink(missing_ok=True)
-        previous = _read_record(record_path)
-        plan, state = _resume_plan(policy, previous, identity, checkpoint_path, run_id)
+        plan, state, previous, error = "fresh", None, None, None
+        if group is None or group.is_main:  # rank 0 plans and holds the run folder
+            try:
+                lock = _prepare_run_folder(results_dir, run_dir)
+                for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed while writing (we hold the lock)
+                    stale.unlink(missing_ok=True)
+                previous = _read_record(record_path)
+                plan, state = _resume_plan(policy, previous, identity, checkpoint_path, run_id)
+                _check_world_size(plan, state, world, run_id, checkpoint_path)
+            except MolabenchError as exc:
+                if group is None:
+                    raise
+                error = exc
+        if group is not None:  # the other ranks: rank 0's plan, its checkpoint, or its error
+            plan, state, previous, error = group.broadcast_object((plan, state, previous, error))
+            if error is not None:
+                raise error
         if plan == "skip":
             assert state is not None
             return {**state, "path": str(record_path), "skipped": True}
         return _train(
             cfg, plain, task_overrides, parallel_job, run_id=run_id, identity=identity, run_dir=run_dir, schedule=schedule,
-            resume=state, previous=previous if plan == "resume" else None,
+            resume=state, previous=previous if plan == "resume" else None, group=group,
         )
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
+        distributed.teardown()
 
 def _train(
     cfg: Any,
@@ -236,10 +295,12 @@ def _train(
     schedule: CheckpointSchedule,
     resume: dict[str, Any] | None,
     previous: dict[str, Any] | None,
+    group: Distributed | None = None,
 ) -> dict[str, Any]:
     """Train (or resume, from ``resume``) the run of ``run_dir``, keeping its record up to date.
     ``cfg`` is ``plain`` read through a :class:`~molabench.config_reads.ReadTracker`: the keys the
-    run never read are recorded (``config_unread``) and warned about."""
+    run never read are recorded (``config_unread``) and warned about. ``group``: train as one rank of
+    a torchrun launch (only rank 0 writes and prints)."""
     import os
     import platform
 
@@ -257,6 +318,7 @@ def _train(
     method, seed = cfg["method"]["name"], int(cfg["seed"])
     record_path, checkpoint_path = run_dir / RECORD_NAME, run_dir / CHECKPOINT_NAME
     earlier = previous or {}
+    main = group is None or group.is_main
     record: dict[str, Any] = {
         "run_id": run_id,
         "identity": identity,
@@ -274,6 +336,12 @@ def _train(
         "attempts": int(earlier.get("attempts") or 0) + 1,
         "config": dict(plain),
     }
+    if group is not None:
+        batch_size = int(cfg["trainer"]["batch_size"])
+        record["distributed"] = {
+            **group.describe(), "per_rank_batch_size": batch_size, "global_batch_size": batch_size * group.world_size,
+            "gradient_reduction": "explicit all-reduce (sum) of every gradient; gradient methods: of the per-task gradient matrix",
+        }
     if resume is not None:
         at = resume["position"]
         record["resumed_from"] = {"epoch": int(at["epoch"]), "step": int(at["step"]), "phase": at["phase"], "status": earlier.get("status")}
@@ -281,16 +349,18 @@ def _train(
 
         if resume.get("code") != code_version():  # an edit, a pull, another version: no longer bitwise the uninterrupted run
             record["resumed_from"].update(code_changed=True, code_before=resume.get("code"), code_now=code_version())
-            print(
+            main and print(
                 f"warning: resuming run {run_id} with changed molabench code (checkpoint written by {resume.get('code') or 'an older version'}, "
                 f"now {code_version()}): the result may differ from an uninterrupted run; use trainer.resume=never to start afresh",
                 file=sys.stderr,
             )
     started = time.time()
     wall_before = float(earlier.get("wall_s") or 0.0) if resume is not None else 0.0
-    with SignalGuard() as guard, _warnings_into(record):
+    with SignalGuard() as guard, _warnings_into(record, quiet=not main):
 
         def write_record() -> None:
+            if not main:
+                return  # rank 0 writes the record
             record["heartbeat"] = time.time()
             record["wall_s"] = wall_before + time.time() - started
             with guard.deferred():  # a signal waits for the write to finish
@@ -306,7 +376,7 @@ def _train(
             write_record()
         except OSError as exc:
             raise ConfigError(f"cannot write the run record {record_path} ({exc.strerror or exc}): choose another results_dir") from None
-        if resume is not None:
+        if resume is not None and main:
             at = record["resumed_from"]
             print(f"resuming run {run_id} at epoch {at['epoch'] + 1} ({at['phase']}, step {at['step']}) from {checkpoint_path}", file=sys.stderr)
         checkpoints = Checkpointer(checkpoint_path, schedule, identity, resume, on_progress)
@@ -315,9 +385,13 @@ def _train(
                 torch.set_num_threads(int(cfg["trainer"]["threads"]))
             elif parallel_job:
                 torch.set_num_threads(1)  # parallel jobs share the cores: one thread each
-            device = resolve_device(str(cfg.get("device", "auto")))
+            device = group.device if group is not None else resolve_device(str(cfg.get("device", "auto")))
             seed_everything(seed)
+            if group is not None and group.local_rank != 0:
+                group.barrier()  # the first rank of each machine prepares the data (downloads, caches) first
             data = build_data(cfg["data"])
+            if group is not None and group.local_rank == 0:
+                group.barrier()
             record["data"] = data.name
             record["tasks"] = [{"name": t.name, "column": t.display, "num_classes": t.num_classes, "kind": t.kind} for t in data.tasks]
             record["setting"] = data.setting
@@ -330,10 +404,18 @@ def _train(
             params["penalties"] = _count(algorithm.penalties.parameters())
             params.update(algorithm.arch.param_counts())  # e.g. MoLA: adapter / router counts
             record["params"] = params
-            logger = build_logger(cfg["logger"], plain, run_id, str(run_dir))
+            if main:
+                logger = build_logger(cfg["logger"], plain, run_id, str(run_dir))
+            else:  # rank 0 logs
+                from molabench.loggers import ConsoleLogger
+
+                logger = ConsoleLogger(quiet=True)
             progress = cfg["trainer"].get("progress", "auto")
             show = sys.stderr.isatty() if progress == "auto" else bool(progress)
-            result = fit(algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job, checkpoints=checkpoints, guard=guard)
+            result = fit(
+                algorithm, data, cfg["trainer"], device, seed, logger, progress=show and not parallel_job and main,
+                checkpoints=checkpoints, guard=guard, dist=group,
+            )
             record.pop("progress", None)
             record.update(
                 status="complete",
@@ -343,18 +425,22 @@ def _train(
                 timing=result.timing,
                 gradients=algorithm.describe(),  # gradient mode / paths and BatchNorm statistics in effect
             )
+            if group is not None:
+                record["distributed"].update(
+                    sync_bn=algorithm.sync_bn, batchnorm=algorithm.batchnorm_statistics(), traffic=dict(group.traffic),
+                )
             if result.notes:
                 record["notes"] = result.notes
             record["summary"] = run_summary(record, Path(str(cfg["results_dir"])).expanduser() / "runs")
             final = result.metrics.get("test") or result.metrics.get("val") or {}
             logger.finish({**{f"final/{k}": v for k, v in _flat(final).items()}, "final/delta_m": record["summary"].get("delta_m")})
-            if cfg["trainer"].get("checkpoint"):
+            if cfg["trainer"].get("checkpoint") and main:
                 from molabench.atomic import atomic_write
 
                 with guard.deferred():
                     atomic_write(run_dir / "model.pt", lambda tmp: torch.save(algorithm.state_dict(), tmp))
             record["config_unread"] = cfg.unread()
-            if record["config_unread"]:
+            if record["config_unread"] and main:
                 print(f"warning: this run never read {', '.join(record['config_unread'])}: these keys had no effect", file=sys.stderr)
         except Interrupted as exc:
             record.update(status="interrupted", error=str(exc), resumable=checkpoint_path.is_file())
@@ -373,7 +459,7 @@ def _train(
             except OSError as exc:
                 print(f"warning: could not write the record {record_path}: {exc}", file=sys.stderr)
             record["path"] = str(record_path)
-    if record["status"] == "complete":
+    if record["status"] == "complete" and main:
         checkpoint_path.unlink(missing_ok=True)  # the record is complete: the training state is no longer needed
     return record
 

@@ -5,6 +5,9 @@ Hydra composes ``data``, ``backbone``, ``method``, ``trainer`` and ``logger`` (s
 record (``molabench.report.records``). User errors end with one ``error:`` line and exit
 code 2; the run's record then says ``failed``.
 
+``torchrun --nproc_per_node=N -m molabench.train ...`` trains one run on N processes (data parallel,
+``molabench.engine.distributed``, docs/cluster.md); only rank 0 prints and writes.
+
 Runs are resumable (``docs/long_runs.md``): a run's id comes from its configuration, so the
 same command finds the run again and, by ``trainer.resume``, skips it when complete or resumes
 it from its checkpoint. SIGTERM/SIGINT checkpoint and exit with 128 + the signal. A multirun
@@ -25,6 +28,7 @@ from molabench.cli_checks import (
     check_group_choices,
     check_overrides,
 )
+from molabench.engine.distributed import env_world_size, is_main_process
 from molabench.errors import EXIT_USER_ERROR, one_line
 from molabench.report.console import print_summary
 from molabench.run import check_protocol, run
@@ -70,7 +74,7 @@ def _task(cfg: Any) -> None:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as exc:  # omegaconf raises several unrelated types for bad interpolations
         message = one_line(f"invalid configuration: {exc}")
-        print(f"error: {message}", file=sys.stderr)
+        is_main_process() and print(f"error: {message}", file=sys.stderr)
         report(status="failed", error=message)
         if not multirun:
             raise SystemExit(EXIT_USER_ERROR) from None
@@ -79,18 +83,19 @@ def _task(cfg: Any) -> None:
         record = run(resolved, list(hydra_cfg.overrides.task), parallel, sources=interpolation_sources(cfg))
     except Interrupted as exc:
         if exc.signum == submitit_signal():  # preempted or out of time: submitit requeues the job, which resumes
-            print(f"interrupted ({exc}): the checkpoint and the record are saved; submitit requeues the job", file=sys.stderr)
+            is_main_process() and print(f"interrupted ({exc}): the checkpoint and the record are saved; submitit requeues the job", file=sys.stderr)
             report(status="interrupted", error=f"{exc}; requeued", signal=exc.signum)
             signal.raise_signal(exc.signum)  # submitit's handler (restored by the run's guard): requeue, exit
             raise SystemExit(exc.exit_code) from None  # submitit did not take it over
-        print(f"interrupted ({exc}): the checkpoint and the record are saved; run the same command again to resume", file=sys.stderr)
+        if is_main_process():
+            print(f"interrupted ({exc}): the checkpoint and the record are saved; run the same command again to resume", file=sys.stderr)
         report(status="interrupted", error=str(exc), signal=exc.signum)
         if log is not None:
             (log / STOP).touch()
             return
         raise SystemExit(exc.exit_code) from None
     except MolabenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say_error(exc)
         report(status="failed", error=one_line(str(exc)), user_error=True)
         if not multirun:
             raise SystemExit(EXIT_USER_ERROR) from None
@@ -101,15 +106,29 @@ def _task(cfg: Any) -> None:
         traceback.print_exc()
         report(status="failed", error=one_line(f"{type(exc).__name__}: {exc}"))
         return
+    main = is_main_process()  # torchrun: rank 0 prints
     if record.get("skipped"):
-        print(f"run {record['run_id']} is already complete ({record['path']}); nothing to do", file=sys.stderr)
+        main and print(f"run {record['run_id']} is already complete ({record['path']}); nothing to do", file=sys.stderr)
         report(status="skipped", run_id=record["run_id"], record=record["path"])
-        if not parallel and not multirun:
+        if not parallel and not multirun and main:
             print_summary(record)
         return
     report(status="complete", run_id=record["run_id"], record=record["path"])
-    if not parallel:
+    if not parallel and main:
         print_summary(record)
+
+
+def _say_error(exc: Exception) -> None:
+    """The one ``error:`` line of a user error. Under torchrun rank 0 says it: configuration errors and
+    diverged training are the same on every rank; another rank says only what may be its own (data)."""
+    from molabench.errors import ConfigError, TrainingError
+
+    if is_main_process():
+        print(f"error: {exc}", file=sys.stderr)
+    elif not isinstance(exc, ConfigError | TrainingError):
+        from molabench.engine.distributed import env_rank
+
+        print(f"error: (rank {env_rank()}) {exc}", file=sys.stderr)
 
 
 def main() -> None:
@@ -128,8 +147,14 @@ def main() -> None:
         check_group_choices(sys.argv[1:])
         if runs_jobs:
             results_dir = check_overrides(sys.argv[1:])
+        if env_world_size() > 1 and any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
+            raise MolabenchError(
+                "torchrun trains one run on several processes: drop -m/--multirun (sweep with one launch per run, "
+                "or use a Hydra launcher for one-process jobs)"
+            )
     except MolabenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if is_main_process():
+            print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
 
     import hydra
@@ -149,7 +174,7 @@ def main() -> None:
             except SystemExit as exc:
                 code = exc.code
             except Interrupted as exc:
-                print(f"interrupted ({exc})", file=sys.stderr)
+                is_main_process() and print(f"interrupted ({exc})", file=sys.stderr)
                 code = exc.exit_code
         sweep_code = sweep_summary(folder)
     finally:

@@ -14,6 +14,9 @@ one of their own: ``trainer.optimizer`` with the penalty's ``optimizer_options``
   batch's detached features.
 
 Every update advances the step counter and the main schedule (progress counts updates of both kinds).
+
+Under torchrun a discriminator step averages the ranks' discriminator losses (each on its rows) and
+sums their gradients before its optimiser step; the generator step is the usual distributed step.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class AdversarialAlgorithm(MultiTaskAlgorithm):
         self.d_optimizer: torch.optim.Optimizer | None = None
         self.d_steps = 0
         self.last_d_task_losses = torch.zeros(0)
+        self.last_d_present = torch.zeros(0, dtype=torch.bool)
 
     def discriminator_parameters(self) -> list[torch.nn.Parameter]:
         return [p for a in self.adversaries for p in a.discriminator_parameters() if p.requires_grad]
@@ -87,15 +91,22 @@ class AdversarialAlgorithm(MultiTaskAlgorithm):
             with torch.no_grad():
                 fwd = self.forward_train(batch)
         with torch.no_grad():
-            losses, _ = self.task_losses(fwd, batch)
-        self.last_d_task_losses = losses
+            losses, present = self.task_losses(fwd, batch)
         ctx = self.penalty_context(batch, fwd, losses)
         loss: Tensor = sum(a.discriminator_loss(ctx) for a in self.adversaries)  # type: ignore[assignment]
         self.d_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.dist is None:
+            self.last_d_task_losses, self.last_d_present = losses, present
+            loss.backward()
+            value = float(loss.detach())
+        else:  # torchrun: the mean of the ranks' discriminator losses, the global task losses for the logs
+            global_losses, global_present, (value,) = self._global_losses(losses, present, [loss])
+            self.last_d_task_losses, self.last_d_present = global_losses.detach(), global_present
+            (loss / self.dist.world_size).backward()
+            self.reduce_gradients(self.discriminator_parameters())
         self.d_optimizer.step()
         self.d_steps += 1
-        return float(loss.detach())
+        return value
 
     def update(self, batch: Batch) -> dict[str, float]:
         if self.d_optimizer is None:
@@ -109,7 +120,7 @@ class AdversarialAlgorithm(MultiTaskAlgorithm):
             losses = self.last_d_task_losses  # the model's task losses on this batch, (a discriminator step does not change the model)
             logs = {"loss": float(losses.sum()), "adversary/d_loss": d_loss, "adversary/d_step": 1.0}
             for t, (spec, loss) in enumerate(zip(self.tasks, losses.tolist(), strict=True)):
-                if bool((batch.task == t).any()) or self.arch.setting == "single_input":
+                if bool(self.last_d_present[t]) or self.arch.setting == "single_input":
                     logs[f"loss/{spec.name}"] = loss
             return logs
         logs, used, fwd = self.step(batch)

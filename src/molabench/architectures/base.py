@@ -70,6 +70,10 @@ class Architecture(nn.Module):
     #: get exact per-task gradients by back-propagating each task through its head once and the T
     #: head gradients through the encoder in one batched pass (``weighting.pertask``).
     shared_behind_representation: bool = False
+    #: False when shared BatchNorm layers run on one task's rows only in some branches (and then only
+    #: on the ranks that hold that task): ``trainer.sync_bn`` refuses such an architecture under torchrun
+    #: (``models.sync_norm``), since every rank must run every synchronised layer alike.
+    sync_bn_safe: bool = True
 
     def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, head: Mapping[str, Any] | None = None) -> None:
         super().__init__()

@@ -93,6 +93,8 @@ class StageColumns(Architecture):
     only (multi-input/domain, unless ``authors_routing``); single-input: everything on every sample.
     """
 
+    sync_bn_safe = False  # task branches run shared BatchNorm layers on one task's rows (models.sync_norm)
+
     has_shared_representation = False
 
     def __init__(

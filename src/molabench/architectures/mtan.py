@@ -83,6 +83,8 @@ def _down(x: Tensor) -> Tensor:
 class MTAN(Architecture):
     """MTAN (module docstring)."""
 
+    sync_bn_safe = False  # task branches run shared BatchNorm layers on one task's rows (models.sync_norm)
+
     has_shared_representation = False
 
     def __init__(

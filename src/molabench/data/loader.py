@@ -13,6 +13,13 @@ and normalised. Sources that decode files on load (``prefetch = True``, e.g. Rad
 ``FileSplit``) load the next batch in a background thread while the current one is used;
 batch indices and augmentation randomness are still drawn in the calling thread.
 
+Under torchrun (``engine.distributed``) every rank draws the *same* global batch of
+``world_size x batch_size`` indices, by the rules above applied to that global batch size, and keeps
+rows ``rank::world_size`` of it; augmentation parameters are drawn for the whole global batch (the
+other ranks' rows are zeros here, augmented and dropped), so every sample is augmented as one process
+at the global batch size augments it, and the loader's position is the same on every rank. An
+evaluation loader gives rank r the samples ``r::world_size`` of the split.
+
 A training loader's position is part of a run's checkpoint: :meth:`BatchLoader.state_dict` holds
 its generator and, between two batches of an epoch, that epoch's order (the shuffle, or every
 task's cycler), the indices already drawn ahead and the batches yielded, so that after
@@ -160,9 +167,15 @@ class BatchLoader:
         batching: Batching = "mixed",
         seed: int = 0,
         device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        """``batch_size`` is per process: under torchrun (``world_size`` > 1) a training step's global
+        batch holds ``world_size x batch_size`` samples, of which this rank loads rows ``rank::world_size``."""
         self.data, self.source = data, data.splits[split]
+        self.rank, self.world_size = int(rank), int(world_size)
         self.batch_size, self.train, self.batching = batch_size, train, batching
+        self.global_batch_size = batch_size * self.world_size
         self.device = torch.device(device)
         self.gen = torch.Generator().manual_seed(seed)
         channels = data.in_channels
@@ -173,8 +186,12 @@ class BatchLoader:
 
     def __len__(self) -> int:
         if self.train:
-            return steps_per_epoch(self.source, self.batch_size)
-        return -(-len(self.source) // self.batch_size)
+            return steps_per_epoch(self.source, self.global_batch_size)
+        return -(-len(self._evaluated()) // self.batch_size)
+
+    def _evaluated(self) -> Tensor:
+        """The samples of the split this rank evaluates."""
+        return torch.arange(self.rank, len(self.source), self.world_size)
 
     def _epoch_indices(self, epoch: _Epoch) -> Iterator[Tensor]:
         """The epoch's batch indices: first those drawn before an interruption and not yet yielded,
@@ -187,24 +204,31 @@ class BatchLoader:
     def _indices(self, epoch: _Epoch | None) -> Iterator[Tensor]:
         if epoch is not None:
             return self._epoch_indices(epoch)
-        n = len(self.source)
-        return (torch.arange(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size))
+        if self.world_size == 1:
+            n = len(self.source)
+            return (torch.arange(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size))
+        return iter(self._evaluated().split(self.batch_size))
 
     def _new_order(self) -> _Order:
         if self.batching == "per_task":
-            return _PerTaskOrder(self.source, self.batch_size, self.data.num_tasks, self.gen)
-        return _MixedOrder(self.source, self.batch_size, self.gen)
+            return _PerTaskOrder(self.source, self.global_batch_size, self.data.num_tasks, self.gen)
+        return _MixedOrder(self.source, self.global_batch_size, self.gen)
+
+    def _shard(self, idx: Tensor) -> Tensor:
+        """This rank's rows of a global training batch."""
+        return idx if self.world_size == 1 else idx[self.rank:: self.world_size]
 
     def _loaded(self, epoch: _Epoch | None) -> Iterator[tuple[Tensor, Tensor, Targets]]:
         """(indices, images, targets) of every batch; one batch ahead for file-backed sources."""
+        shard = self._shard if epoch is not None else (lambda idx: idx)
         if not getattr(self.source, "prefetch", False):
             for idx in self._indices(epoch):
-                yield (idx, *self.source.load(idx))
+                yield (idx, *self.source.load(shard(idx)))
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending: tuple[Tensor, Future] | None = None
             for idx in self._indices(epoch):
-                future = pool.submit(self.source.load, idx)
+                future = pool.submit(self.source.load, shard(idx))
                 if pending is not None:
                     yield (pending[0], *pending[1].result())
                 pending = (idx, future)
@@ -222,15 +246,34 @@ class BatchLoader:
 
     def _batches(self, epoch: _Epoch | None) -> Iterator[Batch]:
         for idx, images, targets in self._loaded(epoch):
-            batch = Batch(images, targets, self.source.tasks[idx]).to(self.device)
+            mine = self._shard(idx) if epoch is not None else idx
+            batch = Batch(images, targets, self.source.tasks[mine]).to(self.device)
             x = batch.x.float().div_(255.0)
             y = batch.y
             if self.train and self.data.augment is not None:
-                x, y = self.data.augment(x, y, self.gen)
+                x, y = self._augment(x, y, len(idx))
             if epoch is not None:
                 epoch.drawn.pop(0)
                 epoch.yielded += 1
             yield Batch((x - self.mean) / self.std, y, batch.task)
+
+    def _augment(self, x: Tensor, y: Targets, total: int) -> tuple[Tensor, Targets]:
+        """The data's augmentation of this rank's rows, with the parameters one process draws for the
+        whole global batch of ``total`` rows (every augmentation draws per-sample parameters in batch order)."""
+        augment = self.data.augment
+        assert augment is not None
+        if self.world_size == 1:
+            return augment(x, y, self.gen)
+        rows = slice(self.rank, None, self.world_size)
+
+        def widen(t: Tensor) -> Tensor:
+            full = t.new_zeros((total, *t.shape[1:]))
+            full[rows] = t
+            return full
+
+        wide_y = {k: widen(v) for k, v in y.items()} if isinstance(y, dict) else widen(y)
+        out_x, out_y = augment(widen(x), wide_y, self.gen)
+        return out_x[rows], ({k: v[rows] for k, v in out_y.items()} if isinstance(out_y, dict) else out_y[rows])
 
     def state_dict(self, within_epoch: bool = True) -> dict[str, Any]:
         """The loader's generator and, ``within_epoch``, where the current training epoch stands

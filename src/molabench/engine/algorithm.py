@@ -19,15 +19,22 @@ batch statistics, LibMTL's per-task forwards in one pass, ``molabench.models.tas
 then sorts the batch by task) or ``auto`` (``per_task`` wherever the method may know the task; ``batch``
 for ``uniform`` and the DG methods' shared head, which must not, and in the single-input setting). With ``per_task`` the one-backward per-task gradients of gradient
 methods are the exact per-task gradients (``weighting.pertask``).
+
+Under torchrun (:meth:`MultiTaskAlgorithm.distribute`, ``engine.distributed``) a step trains on this
+rank's share of the global batch: the task losses become the global ones (values) with this rank's
+share of their gradients, penalties are averaged over the ranks, and every gradient is summed over the
+ranks before the optimiser step (gradient methods: the per-task gradient matrix, before they combine
+it), so every rank makes the same update.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +50,11 @@ from molabench.penalties import load_all as load_penalties
 from molabench.tasks import TaskKind, kind_of
 from molabench.weighting import StepContext, Weighting
 from molabench.weighting import build as build_weighting
+from molabench.weighting.pertask import sequential_backward
+
+if TYPE_CHECKING:
+    from molabench.engine.distributed import Distributed
+    from molabench.models.sync_norm import SyncScope
 
 
 def _hparams(block: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -70,6 +82,97 @@ class MultiTaskAlgorithm(nn.Module):
         self.bn_stats = bn_stats
         self.task_norm = TaskNormContext()
         self.task_norm_layers = _use_task_norm(arch, bn_stats, self.task_norm)
+        self.dist: Distributed | None = None  # the torchrun process group (distribute)
+        self.sync_bn = False  # trainer.sync_bn as asked
+        self.sync_bn_layers = 0  # BatchNorm layers synchronised over the ranks
+        self.sync_scope: SyncScope | None = None
+        self._reduced: list[nn.Parameter] = []  # parameters whose gradients are summed over the ranks
+        self._dropout = False
+        self._counts: Tensor | None = None  # the last task_losses' counts (distributed steps)
+
+    # -- data parallelism ---------------------------------------------------------------------------------
+
+    def distribute(self, group: Distributed | None, sync_bn: bool = False) -> None:
+        """Train as one rank of ``group`` (``engine.distributed``; ``None``: a single process).
+
+        ``sync_bn`` (``trainer.sync_bn``) synchronises the BatchNorm statistics of the layers that see
+        the whole batch (those ``bn_stats=per_task`` converts; whole-batch statistics unless per task)
+        over the ranks (``models.sync_norm``); without it each rank normalises with its own rows."""
+        self.sync_bn = bool(sync_bn)
+        self.dist = group
+        if group is None:
+            return
+        own = {id(p) for p in self.weighting.parameters()}
+        # A weighting's own parameters get complete gradients on every rank (from the global losses).
+        self._reduced = [p for p in self.parameters() if p.requires_grad and id(p) not in own]
+        self._dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in self.modules())
+        if self.sync_bn:
+            from molabench.models.sync_norm import SyncScope, convert_sync_batchnorm
+
+            if not self.arch.sync_bn_safe:
+                raise ConfigError(
+                    f"trainer.sync_bn=true: architecture {type(self.arch).__name__} runs shared BatchNorm layers on one task's "
+                    "rows in some branches, which not every rank holds, so their statistics cannot be synchronised; "
+                    "use trainer.sync_bn=false (per-rank statistics)"
+                )
+            self.sync_scope = SyncScope()
+            self.sync_bn_layers = convert_sync_batchnorm(self.arch, group, len(self.tasks), self.sync_scope, skip=_own_subtrees(self.arch))
+
+    def batchnorm_statistics(self) -> str:
+        """What train-mode BatchNorm normalises with across processes, for the record."""
+        from molabench.models.sync_norm import count_batchnorm
+
+        if not count_batchnorm(self):
+            return "no BatchNorm layer"
+        if self.dist is None:
+            return "single process" + ("" if not self.sync_bn else " (trainer.sync_bn has no effect)")
+        if self.sync_bn_layers:
+            local = count_batchnorm(self) - self.sync_bn_layers
+            return f"synchronised over {self.dist.world_size} ranks ({self.sync_bn_layers} layers)" + (
+                f"; {local} task-specific layers per rank" if local else "")
+        return f"per rank: each of the {self.dist.world_size} ranks normalises with its own rows"
+
+    def _rank_rng(self) -> contextlib.AbstractContextManager[Any]:
+        """Under torchrun, dropout masks from a stream of this rank and step (the global stream, which
+        the weightings draw from, stays the same on every rank); otherwise nothing."""
+        if self.dist is None or not self._dropout:
+            return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def forked() -> Iterator[None]:
+            devices = [self.dist.device] if self.dist.device.type == "cuda" else []  # type: ignore[union-attr]
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed((torch.initial_seed() * 1_000_003 + self.step_count * 8191 + self.dist.rank) % 2**63)  # type: ignore[union-attr]
+                yield
+
+        return forked()
+
+    def _global_losses(self, losses: Tensor, present: Tensor, values: list[Tensor]) -> tuple[Tensor, Tensor, list[float]]:
+        """The task losses of the global batch (values), carrying this rank's share of their gradients,
+        which tasks the global batch holds, and the penalty ``values`` averaged over the ranks."""
+        assert self.dist is not None and self._counts is not None
+        T = losses.shape[0]
+        counts = self._counts.to(losses.device)
+        parts = [losses.detach().double() * counts, counts, present.double()]
+        if values:
+            parts.append(torch.stack([v.detach().double().reshape(()) for v in values]).to(losses.device))
+        glob = self.dist.all_reduce(torch.cat(parts))
+        m = glob[T: 2 * T]
+        global_loss = torch.where(m > 0, glob[:T] / m.clamp_min(1), torch.zeros_like(m))
+        share = torch.where(m > 0, counts / m.clamp_min(1), torch.zeros_like(m)).to(losses.dtype)
+        scaled = losses * share
+        # value: the global loss exactly (a - a = 0); gradient: this rank's share
+        surrogate = scaled - scaled.detach() + global_loss.to(losses.dtype)
+        averaged = (glob[3 * T:] / self.dist.world_size).tolist()
+        return surrogate, (glob[2 * T: 3 * T] > 0).to(present.device), averaged
+
+    def reduce_gradients(self, params: list[nn.Parameter] | None = None) -> None:
+        """Sum ``params``' gradients (default: every gradient the step reduces) over the ranks (a no-op in one process)."""
+        if self.dist is None:
+            return
+        from molabench.engine.distributed import GradReducer
+
+        GradReducer(self.dist, self._reduced if params is None else params).reduce()
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -164,18 +267,23 @@ class MultiTaskAlgorithm(nn.Module):
 
     def task_losses(self, fwd: Forward, batch: Batch) -> tuple[Tensor, Tensor]:
         """Loss of every task (zero for tasks absent from the batch) and the presence mask."""
-        losses, present = [], []
+        losses, present, counts = [], [], []
         for t, (spec, out, idx) in enumerate(zip(self.tasks, fwd.outputs, fwd.groups, strict=True)):
             if out is None or idx is None:
                 losses.append(None)
                 present.append(False)
+                counts.append(0)
                 continue
             target = self.arch.target(t, batch.y[spec.name] if isinstance(batch.y, dict) else batch.y[idx])
             self.kinds[t].check_target(spec, out, target)
             losses.append(self.kinds[t].loss(spec, out, target))
             present.append(True)
+            if self.dist is not None:
+                counts.append(self.kinds[t].loss_count(spec, out, target))
         reference = next(loss for loss in losses if loss is not None)
         stacked = torch.stack([loss if loss is not None else zero_loss(reference) for loss in losses])
+        if self.dist is not None:  # what each mean divides by: the ranks' losses combine by these weights
+            self._counts = torch.stack([torch.as_tensor(c, dtype=torch.float64, device=stacked.device) for c in counts])
         return stacked, torch.tensor(present, device=stacked.device)
 
     def prepare(self, batch: Batch) -> Batch:
@@ -189,7 +297,9 @@ class MultiTaskAlgorithm(nn.Module):
     def forward_train(self, batch: Batch) -> Forward:
         """The architecture's train-mode forward of ``batch`` (per-task BatchNorm statistics when asked)."""
         self.train()
-        with self.task_norm.scope(batch.task if self.task_norm_layers else None):
+        if self.sync_scope is not None:
+            self.sync_scope.batch = len(batch)
+        with self.task_norm.scope(batch.task if self.task_norm_layers else None), self._rank_rng():
             return self.arch(batch.x, batch.task)
 
     def penalty_context(self, batch: Batch, fwd: Forward, losses: Tensor) -> PenaltyContext:
@@ -211,36 +321,62 @@ class MultiTaskAlgorithm(nn.Module):
         losses, present = self.task_losses(fwd, batch)
         logs: dict[str, float] = {}
         extra: Tensor | None = None
+        terms: list[tuple[str, Any, Tensor]] = []
+        summed: list[bool] = []
         if len(self.penalties):
             ctx = self.penalty_context(batch, fwd, losses)
-            for name, penalty in self.penalties.items():
-                value = penalty(ctx)
+            terms = [(name, penalty.weight, penalty(ctx)) for name, penalty in self.penalties.items()]
+            summed = [self.penalties[name].across_ranks == "sum" for name, _, _ in terms]
+        reducer = None
+        groups = fwd.groups
+        if self.dist is None:
+            for name, weight, value in terms:
                 logs[f"penalty/{name}"] = float(value.detach())
-                extra = penalty.weight * value if extra is None else extra + penalty.weight * value
-        total = float(losses.detach().sum()) + (float(extra.detach()) if extra is not None else 0.0)
+                extra = weight * value if extra is None else extra + weight * value
+            total = float(losses.detach().sum()) + (float(extra.detach()) if extra is not None else 0.0)
+        else:
+            from molabench.engine.distributed import GradReducer
+
+            losses, present, averaged = self._global_losses(losses, present, [value for _, _, value in terms])
+            world = self.dist.world_size
+            for i, ((name, weight, value), mean) in enumerate(zip(terms, averaged, strict=True)):
+                # a penalty of this rank's rows: the mean over ranks, or the sum for sums over samples (Penalty.across_ranks)
+                share, averaged[i] = (1.0, mean * world) if summed[i] else (1.0 / world, mean)
+                logs[f"penalty/{name}"] = averaged[i]
+                extra = weight * value * share if extra is None else extra + weight * value * share
+            total = float(losses.detach().sum()) + sum(float(weight) * v for (_, weight, _), v in zip(terms, averaged, strict=True))
+            reducer = GradReducer(self.dist, self._reduced)
+            if self.arch.setting != "single_input":  # a task this rank does not hold: an empty group, as on every rank
+                empty = torch.zeros(0, dtype=torch.long, device=batch.task.device)
+                groups = [g if g is not None or not bool(present[t]) else empty for t, g in enumerate(fwd.groups)]
         if not math.isfinite(total):
             raise TrainingError(
                 f"loss became {total} at step {self.step_count} (epoch {self.epoch}); "
                 "lower trainer.optimizer.lr or set trainer.grad_clip"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        logs.update(
-            self.weighting.backward(
-                StepContext(
-                    losses=losses,
-                    present=present,
-                    shared_params=[p for p in self.arch.shared_parameters() if p.requires_grad],
-                    task_params=[p for p in self.arch.task_specific_parameters() if p.requires_grad],
-                    representation=fwd.representation,
-                    groups=fwd.groups,
-                    shared_behind_representation=self.arch.shared_behind_representation and fwd.representation is not None,
-                    extra_loss=extra,
-                    step=self.step_count,
-                    epoch=self.epoch,
-                    total_steps=self.total_steps,
+        sequential = sequential_backward() if self.sync_bn_layers else contextlib.nullcontext()
+        with sequential:  # a backward that synchronises BatchNorm over the ranks cannot be vmapped
+            logs.update(
+                self.weighting.backward(
+                    StepContext(
+                        losses=losses,
+                        present=present,
+                        shared_params=[p for p in self.arch.shared_parameters() if p.requires_grad],
+                        task_params=[p for p in self.arch.task_specific_parameters() if p.requires_grad],
+                        representation=fwd.representation,
+                        groups=groups,
+                        shared_behind_representation=self.arch.shared_behind_representation and fwd.representation is not None,
+                        extra_loss=extra,
+                        step=self.step_count,
+                        epoch=self.epoch,
+                        total_steps=self.total_steps,
+                        reducer=reducer,
+                    )
                 )
             )
-        )
+        if reducer is not None and not reducer.done:
+            reducer.reduce()  # every rank's share of every gradient, summed: the global batch's gradients
         if self.grad_clip:
             nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
         self.optimizer.step()
@@ -282,6 +418,8 @@ class MultiTaskAlgorithm(nn.Module):
                 "single-input setting: every sample serves every task, so BatchNorm uses whole-batch statistics"
                 if self.arch.setting == "single_input" else "no shared BatchNorm layer to convert"
             )
+        if self.dist is not None or self.sync_bn:  # torchrun: whose BatchNorm statistics (trainer.sync_bn)
+            out["bn_sync"] = self.batchnorm_statistics()
         if isinstance(self.weighting, GradientWeighting):
             from molabench.weighting.pertask import self_check
 
@@ -317,13 +455,17 @@ def _use_task_norm(arch: Architecture, bn_stats: str, context: TaskNormContext) 
             "trainer.bn_stats=per_task normalises each task's samples separately, which tells the network the task; "
             "method=uniform must not see task ids: use trainer.bn_stats=batch"
         )
+    return convert_batchnorm(arch, context, skip=_own_subtrees(arch))
+
+
+def _own_subtrees(arch: Architecture) -> tuple[nn.Module, ...]:
+    """Subtrees with parameters, none of them shared (heads, single-task encoders): they see one task's samples."""
     shared = {id(p) for p in arch.shared_parameters()}
-    # Subtrees with parameters, none of them shared (heads, single-task encoders), see one task's samples.
     skip = [m for m in arch.modules() if (ps := list(m.parameters())) and not any(id(p) in shared for p in ps)]
     heads = getattr(arch, "heads", None)
     if isinstance(heads, nn.Module):
         skip.append(heads)
-    return convert_batchnorm(arch, context, skip=tuple(skip))
+    return tuple(skip)
 
 
 def backbone_factory(cfg: Mapping[str, Any], data: MultiTaskData):

@@ -62,6 +62,10 @@ NOT_IDENTITY = (
     "data.cache_dir",
 )
 
+#: Keys added after runs were recorded, left out of the identity at their default value so that those
+#: runs keep their ids (and are found, resumed or skipped by the same command as before).
+IDENTITY_DEFAULTS = {"trainer.sync_bn": False}
+
 RESUME_POLICIES = ("auto", "never", "must")
 
 
@@ -102,6 +106,11 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     identity = json.loads(json.dumps(config, default=str))
     for key in NOT_IDENTITY:
         _without(identity, key)
+    for key, default in IDENTITY_DEFAULTS.items():
+        head, _, leaf = key.rpartition(".")
+        parent = identity.get(head) if head else identity
+        if isinstance(parent, dict) and leaf in parent and parent[leaf] == default:
+            del parent[leaf]
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -315,7 +324,8 @@ class SignalGuard:
         if self.requested is None:
             self.requested, self._first_at = signum, now
             if self._deferring:
-                print(f"{signal.Signals(signum).name}: checkpointing after the current step, then stopping", file=sys.stderr)
+                if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 says it
+                    print(f"{signal.Signals(signum).name}: checkpointing after the current step, then stopping", file=sys.stderr)
                 return
             raise Interrupted(signum)
         if not self._deferring or now - self._first_at >= FORCE_AFTER_S:

@@ -1,5 +1,11 @@
 """The training loop: epochs of ``algorithm.update``, per-epoch evaluation, model selection,
-checkpoints (``molabench.engine.checkpoint``) and exact resumption from them."""
+checkpoints (``molabench.engine.checkpoint``) and exact resumption from them.
+
+Under torchrun (``engine.distributed``) every rank runs this loop on its shard of every global batch;
+the ranks agree after every step on whether a signal asked them to stop (so that they checkpoint after
+the same step), take the BatchNorm running statistics of rank 0 before evaluating, check that their
+weights are still the same, and reduce the evaluation over the ranks. Only rank 0 shows progress and
+writes checkpoints (the state is the same on every rank)."""
 
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from molabench.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from molabench.engine.distributed import Distributed
 from molabench.engine.evaluate import Metrics, evaluate
 from molabench.engine.selection import Selector
 from molabench.errors import ConfigError, TrainingError
@@ -136,13 +143,22 @@ def fit(
     progress: bool = True,
     checkpoints: Checkpointer | None = None,
     guard: SignalGuard | None = None,
+    dist: Distributed | str | None = "current",
 ) -> TrainResult:
     """Train ``algorithm`` for ``trainer.epochs`` epochs and evaluate the selected weights.
 
     With ``checkpoints`` the whole training state is saved as ``trainer.checkpoint_every`` says,
     after the last epoch and when ``guard`` reports a signal, and training continues from
     ``checkpoints.resume`` when given: the result is then the same, bit for bit, as without the
-    interruption (on the same machine)."""
+    interruption (on the same machine).
+
+    ``dist``: the torchrun process group this process is a rank of (default: the current one,
+    ``engine.distributed.current()``; ``None``: train alone). ``trainer.batch_size`` is then per rank."""
+    from molabench.engine import distributed
+
+    group = distributed.current() if dist == "current" else dist
+    assert group is None or isinstance(group, Distributed)
+    main = group is None or group.is_main
     epochs = _typed(cfg, "epochs", int, minimum=1)
     batch_size = _typed(cfg, "batch_size", int, minimum=1)
     eval_batch_size = _typed(cfg, "eval_batch_size", int, minimum=1, default=max(batch_size, 256))
@@ -155,8 +171,14 @@ def fit(
     selector = Selector.create(cfg.get("selection", "val"), list(data.splits), data.tasks, cfg.get("selection_baseline"))
     logger.set_headline(headline_keys(data, selector.split))
     guard = guard or SignalGuard(active=False)
+    sync_bn = cfg.get("sync_bn", False)
+    if not isinstance(sync_bn, bool):
+        raise ConfigError(f"trainer.sync_bn must be true or false, got {sync_bn!r}")
+    algorithm.distribute(group, sync_bn)
+    progress = progress and main
 
-    train_loader = BatchLoader(data, "train", batch_size, train=True, batching=batching, seed=seed, device=device)
+    rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
+    train_loader = BatchLoader(data, "train", batch_size, train=True, batching=batching, seed=seed, device=device, rank=rank, world_size=world)
     steps = min(len(train_loader), max_steps) if max_steps else len(train_loader)
     algorithm.to(device)
     algorithm.grad_clip = _typed(cfg, "grad_clip", float, minimum=0, default=None)
@@ -179,6 +201,38 @@ def fit(
         at.load_state_dict(saved["position"])
         train_loader.load_state_dict(saved["loader"])
         set_rng_state(saved["rng"])
+    if group is not None:
+        group.broadcast_module(algorithm)  # every rank starts from rank 0's weights (equal anyway: same seed)
+
+    def agreed_stop() -> int | None:
+        """The signal to stop on, agreed by all ranks (any rank's), so that they stop after the same step."""
+        if group is not None:
+            signum = group.agree_signal(guard.requested)
+            if signum is not None and guard.requested is None:
+                guard.requested = signum
+        return guard.requested
+
+    def check(stop: int | None) -> None:
+        """Stop here when asked: on a signal this process received, or (torchrun) on the signal the ranks agreed on."""
+        if group is None:
+            guard.check()
+        elif stop is not None:
+            raise Interrupted(stop)
+
+    def end_of_training_phase() -> None:
+        """Under torchrun: rank 0's BatchNorm running statistics everywhere (they differ with per-rank
+        statistics; evaluation and checkpoints use rank 0's, as DistributedDataParallel does), and a check
+        that the ranks still hold the same weights."""
+        if group is None:
+            return
+        group.broadcast_module(algorithm, buffers_only=True)
+        with torch.no_grad():
+            sums = [float(sum(p.detach().double().sum() for p in algorithm.parameters())), float(torch.get_rng_state().double().sum())]
+        if not group.same_everywhere(sums):
+            raise TrainingError(
+                f"the {group.world_size} ranks no longer hold the same weights after epoch {at.epoch + 1}; "
+                "this is a bug of the distributed training (please report it), train with one process meanwhile"
+            )
 
     train_before, attempt_start = at.train_s, time.perf_counter()  # training time of earlier attempts, this one's start
 
@@ -187,7 +241,10 @@ def fit(
         if checkpoints is None:
             return
         at.train_s = train_before + time.perf_counter() - attempt_start
+        if not main:
+            return  # rank 0 writes: the state is the same on every rank
         checkpoints.save({
+            "world_size": world,
             "position": at.state_dict(),
             "model": algorithm.state_dict(),
             "optimizers": algorithm.optimizer_state(),
@@ -204,14 +261,15 @@ def fit(
     def report() -> None:
         nonlocal last_report
         last_report = time.monotonic()
-        if checkpoints is not None:
+        if checkpoints is not None and main:
             done = at.epoch + (1 if at.phase == "eval" else 0)
             checkpoints.report({"epoch": at.epoch, "step": at.step, "phase": at.phase, "epochs_done": min(done, epochs), "history": at.history})
 
     def stop_if_asked() -> None:
-        if guard.requested is not None:
+        stop = agreed_stop()
+        if stop is not None:
             save()
-            guard.check()
+            check(stop)
 
     for epoch in range(at.epoch, epochs):
         algorithm.epoch = epoch
@@ -240,12 +298,14 @@ def fit(
                     bar.update(1)
                     bar.set_postfix(loss=f"{logs['loss']:.3f}")
                     _pause_for_tests("step", algorithm.step_count)
-                    if schedule.after_step(algorithm.step_count) or guard.requested is not None:
+                    stop = agreed_stop()
+                    if schedule.after_step(algorithm.step_count) or stop is not None:
                         save()
                     elif time.monotonic() - last_report > HEARTBEAT_S:
                         report()  # long epochs: the record's heartbeat still moves
-                    guard.check()
+                    check(stop)
                 bar.close()
+                end_of_training_phase()
                 mean_task_losses = at.task_loss_sums / at.task_loss_counts.clamp(min=1)
                 algorithm.weighting.on_epoch_end(epoch, mean_task_losses)
                 entry: dict[str, Any] = {"epoch": epoch + 1, "train/loss": at.loss_sum / max(1, steps), "lr": algorithm.lr()}
@@ -261,7 +321,7 @@ def fit(
             try:
                 _pause_for_tests("eval", epoch + 1)
                 notes: list[str] = []
-                split_metrics = evaluate(algorithm, data, selector.split, eval_batch_size, device, notes)
+                split_metrics = evaluate(algorithm, data, selector.split, eval_batch_size, device, notes, dist=group)
             except Interrupted:
                 with guard.deferred():
                     save()  # evaluating changes nothing: this is the state before it
@@ -274,25 +334,26 @@ def fit(
             at.history.append(entry)
             logger.log(entry, step=algorithm.step_count)
             at.new_epoch(epoch + 1, data.num_tasks)
-            if is_last or schedule.after_epoch(epoch + 1) or guard.requested is not None:
+            stop = agreed_stop()
+            if is_last or schedule.after_epoch(epoch + 1) or stop is not None:
                 save()
             else:
                 report()
-            guard.check()
+            check(stop)
     train_s = train_before + time.perf_counter() - attempt_start
 
     _pause_for_tests("final", epochs)
     if selector.best_state is not None:
         algorithm.load_state_dict(selector.best_state)
     notes = []
-    metrics = {split: evaluate(algorithm, data, split, eval_batch_size, device, notes) for split in data.splits}
+    metrics = {split: evaluate(algorithm, data, split, eval_batch_size, device, notes, dist=group) for split in data.splits}
     for split, values in metrics.items():
         check_finite(split, values, notes, "of the selected weights")
     warm = at.step_times[1:] or at.step_times
     timing = {
         "train_s": train_s,
         "step_s_median": statistics.median(warm),
-        "samples_per_s": at.samples / sum(at.step_times) if at.step_times else 0.0,
+        "samples_per_s": world * at.samples / sum(at.step_times) if at.step_times else 0.0,  # all ranks' samples
         "steps": float(len(at.step_times)),
     }
     return TrainResult(
@@ -307,14 +368,14 @@ def fit(
 
 def _pause_for_tests(point: str, count: int) -> None:
     """Test hook: with ``MOLABENCH_TEST_PAUSE=<point>:<count>`` (point: step, eval or final) the
-    process writes ``$MOLABENCH_TEST_PAUSE_FILE`` and sleeps there, so a test can kill it at a
-    chosen moment. Unset in normal use."""
+    process writes ``$MOLABENCH_TEST_PAUSE_FILE`` (``{rank}`` in it: the torchrun rank) and sleeps
+    there, so a test can kill it at a chosen moment. Unset in normal use."""
     wanted = os.environ.get("MOLABENCH_TEST_PAUSE")
     if wanted != f"{point}:{count}":
         return
     marker = os.environ.get("MOLABENCH_TEST_PAUSE_FILE")
     if marker:
-        Path(marker).write_text(f"{os.getpid()}\n")
+        Path(marker.replace("{rank}", os.environ.get("RANK", "0"))).write_text(f"{os.getpid()}\n")
     time.sleep(float(os.environ.get("MOLABENCH_TEST_PAUSE_S", "60")))
 
 

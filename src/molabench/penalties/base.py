@@ -41,9 +41,14 @@ class Penalty(nn.Module):
 
     ``optimizer_options``: options of the optimiser's parameter group holding this penalty's own
     parameters (e.g. DANN's discriminator: ``{"betas": (0.5, 0.9)}``); empty = the main group.
+
+    ``across_ranks``: under torchrun each rank computes the penalty on its rows; ``mean`` (a statistic
+    of the batch: MMD, a discriminator's loss; or of the parameters alone, then exact) averages the
+    ranks' values, ``sum`` (a sum over the batch's samples, e.g. DSelect-k's) adds them, which is exact.
     """
 
     optimizer_options: ClassVar[Mapping[str, Any]] = {}
+    across_ranks: ClassVar[str] = "mean"
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()

@@ -61,6 +61,8 @@ def dselect_k_regulariser(r: Tensor, entropy_weight: float = 1e-6) -> Tensor:
 
 
 class DSelectKPenalty(Penalty):
+    across_ranks = "sum"  # a sum over gate evaluations: the ranks' sums add up to the global batch's (torchrun)
+
     def __init__(self, weight: float = 1.0, entropy_weight: float = 1e-6) -> None:
         super().__init__(weight)
         if isinstance(entropy_weight, bool) or not isinstance(entropy_weight, int | float) or not math.isfinite(entropy_weight) or entropy_weight < 0:

@@ -59,6 +59,11 @@ class Accumulator(Protocol):
         """Human-readable remarks about the computed metrics (e.g. ``class 7 absent: IoU undefined``)."""
         ...
 
+    # Optional, for evaluation under torchrun (``engine.distributed``): ``reduce(group)`` merges, in
+    # place, every rank's accumulated state (sums, counts, a confusion matrix, per-pixel errors) so
+    # that ``compute`` gives the metrics of the whole split. A kind whose accumulator lacks it is
+    # evaluated on the whole split by every rank instead.
+
 
 class TaskKind:
     """Base class of task kinds; one subclass per kind, one module per subclass."""
@@ -89,6 +94,12 @@ class TaskKind:
 
     def accumulator(self, spec: TaskSpec) -> Accumulator:
         raise NotImplementedError
+
+    def loss_count(self, spec: TaskSpec, output: Tensor, target: Tensor) -> Tensor | int:
+        """How many elements :meth:`loss` averages over in this batch (its samples; dense kinds: valid
+        pixels). Under torchrun the global loss of a task is the count-weighted mean of the ranks'
+        (``engine.distributed``)."""
+        return int(output.shape[0])
 
     def check_target(self, spec: TaskSpec, output: Tensor, target: Tensor) -> None:
         """Raise a one-line :class:`~molabench.errors.DataError` when ``target`` cannot be a

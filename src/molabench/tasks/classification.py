@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,6 +30,11 @@ class AccuracyAccumulator:
 
     def notes(self) -> list[str]:
         return [] if self.seen else ["no sample"]
+
+    def reduce(self, group: Any) -> None:
+        """Sum the counts over the ranks (``engine.distributed``)."""
+        total = group.all_reduce(torch.tensor([self.correct, self.seen], dtype=torch.int64))
+        self.correct, self.seen = int(total[0]), int(total[1])
 
 
 @TASK_KINDS.register("classification")

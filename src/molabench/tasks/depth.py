@@ -11,6 +11,8 @@ contributes nothing and the metrics do not depend on the batch size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -49,6 +51,17 @@ class DepthErrorAccumulator:
         else:
             self.abs_sum, self.rel_sum, self.count = self.abs_sum + abs_sum, self.rel_sum + rel_sum, self.count + count
 
+    def reduce(self, group: Any) -> None:
+        """Sum the pooled errors and the pixel count over the ranks (``engine.distributed``)."""
+        zero = torch.zeros((), dtype=torch.float64)
+        mine = torch.stack([
+            (self.abs_sum if self.abs_sum is not None else zero).detach().cpu().double(),
+            (self.rel_sum if self.rel_sum is not None else zero).detach().cpu().double(),
+            (self.count if self.count is not None else zero).detach().cpu().double(),
+        ])
+        total = group.all_reduce(mine)
+        self.abs_sum, self.rel_sum, self.count = total[0], total[1], total[2].round().to(torch.int64)
+
     def _count(self) -> int:
         return int(self.count) if self.count is not None else 0
 
@@ -84,6 +97,9 @@ class Depth(TaskKind):
 
     def accumulator(self, spec: TaskSpec) -> DepthErrorAccumulator:
         return DepthErrorAccumulator(spec)
+
+    def loss_count(self, spec: TaskSpec, output: Tensor, target: Tensor) -> Tensor:
+        return (target != 0).sum()
 
     def check_target(self, spec: TaskSpec, output: Tensor, target: Tensor) -> None:
         check_dense_target(spec, output, target, "float (B, 1, H, W) depth map (0 = missing)", dims=4)

@@ -14,6 +14,8 @@ The split's errors are kept per pixel (float64, on the CPU) for the exact median
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -56,6 +58,11 @@ class AngleErrorAccumulator:
         gt = as_float64(target).to(pred.device)
         cosine = (pred * gt).sum(dim=1)[valid_normals(gt)]
         self.errors.append(torch.rad2deg(torch.arccos(cosine.clamp(-1.0, 1.0))).cpu())
+
+    def reduce(self, group: Any) -> None:
+        """Every rank's per-pixel errors, in rank order (the median needs them all; ``engine.distributed``)."""
+        mine = torch.cat(self.errors) if self.errors else torch.zeros(0, dtype=torch.float64)
+        self.errors = [e for e in group.all_gather_object(mine) if e.numel()]
 
     def compute(self) -> dict[str, float]:
         errors = torch.cat(self.errors) if self.errors else torch.zeros(0, dtype=torch.float64)
@@ -107,6 +114,9 @@ class Normal(TaskKind):
 
     def accumulator(self, spec: TaskSpec) -> AngleErrorAccumulator:
         return AngleErrorAccumulator(spec)
+
+    def loss_count(self, spec: TaskSpec, output: Tensor, target: Tensor) -> Tensor:
+        return valid_normals(target).sum()
 
     def check_target(self, spec: TaskSpec, output: Tensor, target: Tensor) -> None:
         check_dense_target(spec, output, target, "float (B, 3, H, W) normal map ((0, 0, 0) = missing)", dims=4)

@@ -12,6 +12,8 @@ shared by the dense kinds (segmentation, depth, normal).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -69,6 +71,12 @@ class ConfusionAccumulator:
             return torch.zeros(c, c, dtype=torch.float64)
         return self.matrix.view(c, c).cpu().to(torch.float64)
 
+    def reduce(self, group: Any) -> None:
+        """Sum the confusion matrices over the ranks (``engine.distributed``)."""
+        c = self.num_classes
+        mine = self.matrix if self.matrix is not None else torch.zeros(c * c, dtype=torch.int64)
+        self.matrix = group.all_reduce(mine)
+
     def iou(self) -> Tensor:
         """``IoU_c`` of every class (NaN where the class's union is empty), float64."""
         m = self._matrix()
@@ -125,6 +133,9 @@ class Segmentation(TaskKind):
 
     def accumulator(self, spec: TaskSpec) -> ConfusionAccumulator:
         return ConfusionAccumulator(spec)
+
+    def loss_count(self, spec: TaskSpec, output: Tensor, target: Tensor) -> Tensor:
+        return (target != IGNORE).sum()
 
     def check_target(self, spec: TaskSpec, output: Tensor, target: Tensor) -> None:
         check_dense_target(spec, output, target, "int64 (B, H, W) label map (-1 = ignore)", dims=3)

@@ -53,6 +53,11 @@ class StepContext:
     shared_behind_representation: bool = False
     #: Updates of the whole run (epochs x steps per epoch; 0 outside a trainer): schedules by progress.
     total_steps: int = 0
+    #: Under torchrun, the step's :class:`~molabench.engine.distributed.GradReducer` (``None`` in one
+    #: process). ``losses`` then hold the global batch's losses as values and this rank's share of their
+    #: gradients; the trainer sums every gradient over the ranks after ``backward`` unless the weighting
+    #: did (gradient methods reduce the per-task gradient matrix with it, before combining it).
+    reducer: Any = None
 
 
 class Weighting(nn.Module):

@@ -20,6 +20,7 @@ agrees. This batch sum is where we differ from torchjd's ``GradDrop``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,10 +42,15 @@ class GradDrop(GradientWeighting):
     def aggregate(self, G: Tensor, tasks: Tensor | None = None, losses: Tensor | None = None) -> Tensor:
         return self.aggregate_representation(G[:, None], tasks, losses)[0]
 
-    def aggregate_representation(self, G: Tensor, tasks: Tensor | None, losses: Tensor | None) -> Tensor:
+    def aggregate_representation_shard(self, G: Tensor, tasks: Tensor, losses: Tensor, reducer: Any) -> Tensor:
+        """Under torchrun: the purity from the batch sums of every rank (summed over the ranks), the same
+        draws of U on every rank (one torch generator), each rank's rows masked by it."""
+        return self.aggregate_representation(G, tasks, losses, summed=reducer.reduce_small(G.sum(1)))
+
+    def aggregate_representation(self, G: Tensor, tasks: Tensor | None, losses: Tensor | None, summed: Tensor | None = None) -> Tensor:
         T = G.shape[0]
         tasks = torch.arange(T) if tasks is None else tasks
-        summed = G.sum(1)  # (T, *units): batch-summed gradients for the sign purity
+        summed = G.sum(1) if summed is None else summed  # (T, *units): batch-summed gradients for the sign purity
         purity = 0.5 * (1 + summed.sum(0) / summed.abs().sum(0).clamp_min(1e-12))
         u = torch.rand(purity.shape, dtype=purity.dtype, device=purity.device)
         positive, negative = (purity > u)[None, None], (purity < u)[None, None]

@@ -24,11 +24,19 @@ get ``M`` and ``c -> c^T G`` from the backward pass directly.
 
 ``path_counts`` counts the steps per way of obtaining the per-task gradients (``exact``,
 ``sample_groups``, ``sample_groups_approx``, ``representation``) for the run record.
+
+Under torchrun (``StepContext.reducer``) every rank forms its share ``G^r`` of the matrix (never the
+Gramian path: the Gramian of a sum is not the sum of the ranks' Gramians), the shares are summed in
+the same all-reduce as every other gradient, and every rank combines the global ``G`` with the same
+deterministic code. Representation-level methods are exact with less: the ranks hold disjoint rows
+of ``z``, so the Gramian of the global ``dL_t/dz`` *is* the sum of the ranks' (T x T); each rank
+back-propagates the common combination of its own rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -68,6 +76,20 @@ class GradientWeighting(Weighting):
         """Combine representation gradients ``G`` (T x B x ...) into a (B x ...) gradient."""
         return self.aggregate(G.flatten(1), tasks, losses).view(G.shape[1:])
 
+    def aggregate_representation_shard(self, G: Tensor, tasks: Tensor, losses: Tensor, reducer: Any) -> Tensor:
+        """Under torchrun: :meth:`aggregate_representation` of the global ``G``, restricted to this rank's
+        rows, from this rank's rows ``G`` (T x B_r x ...) and sums over the ranks (``reducer.reduce_small``).
+        Gramian methods: the ranks hold disjoint rows of z, so the global Gramian is the sum of theirs,
+        and ``c^T G`` restricted to this rank's rows is ``c^T`` of its rows. Other methods override it."""
+        if not isinstance(self, GramianWeighting):
+            raise ConfigError(
+                f"weighting {type(self).__name__} combines representation gradients in a way molabench cannot yet "
+                "split over ranks: train it with one process, or use its parameter-level variant under torchrun"
+            )
+        flat = G.flatten(1)
+        coef = self.coefficients(reducer.reduce_small(gramian(flat)), tasks, losses)
+        return (coef.to(flat) @ flat).view(G.shape[1:])
+
     def scale_losses(self, losses: Tensor, tasks: Tensor) -> Tensor:
         """Transform present tasks' losses before differentiation (identity; IMTL-L overrides)."""
         return losses
@@ -85,8 +107,8 @@ class GradientWeighting(Weighting):
             others = _unique([p for p in ctx.task_params if p.requires_grad] + own)
             if self.level == "representation":
                 self._backward_representation(ctx, losses, idx, others, retain)
-            else:
-                self._backward_parameters(ctx, losses, idx, others, retain)
+            elif self._backward_parameters(ctx, losses, idx, others, retain, extra):
+                extra = None  # back-propagated before the reduction
         if extra is not None:
             extra.backward()
         logs: dict[str, float] = {}
@@ -95,16 +117,33 @@ class GradientWeighting(Weighting):
         return logs
 
     def _backward_parameters(
-        self, ctx: StepContext, losses: Tensor, idx: Tensor, others: list[nn.Parameter], retain: bool
-    ) -> None:
+        self, ctx: StepContext, losses: Tensor, idx: Tensor, others: list[nn.Parameter], retain: bool, extra: Tensor | None = None,
+    ) -> bool:
+        """Per-task gradients, combined, into ``.grad``; True when ``extra`` was back-propagated here (torchrun)."""
         shared = _unique([p for p in ctx.shared_params if p.requires_grad])
         groups = None if ctx.groups is None else [ctx.groups[int(t)] for t in idx]
         through = ctx.representation if ctx.shared_behind_representation else None
+        reducer = ctx.reducer
         tg = task_gradients(
             losses, shared, others, groups, self.grad_mode, retain, self._buffer, through,  # type: ignore[arg-type]
-            gramian=isinstance(self, GramianWeighting),
+            gramian=isinstance(self, GramianWeighting) and reducer is None,
+            agree=None if reducer is None else reducer.agree,
         )
         self._count(tg.path)
+        if reducer is not None:
+            # This rank's shares: heads' gradients and the penalties' into .grad, G^r aside; one all-reduce
+            # sums them all; then every rank combines the same global G.
+            assert tg.G is not None
+            accumulate(others, tg.others)
+            if extra is not None:
+                extra.backward()
+            # Without penalties no rank has a gradient of the shared parameters yet (G carries them):
+            # leave them out, so that a step sends T P_shared + P_task floats, not (T + 1) P_shared + P_task.
+            (G,) = reducer.reduce([tg.G], without=shared if ctx.extra_loss is None else ())
+            d = self.aggregate(G, idx, ctx.losses[idx].detach())
+            offsets, _ = flat_views(shared)
+            accumulate(shared, [d[o: o + p.numel()].view_as(p) for o, p in zip(offsets, shared, strict=True)])
+            return True
         if tg.G is None:  # Gramian path: M and c -> c^T G without forming G
             assert tg.M is not None and tg.combine is not None and isinstance(self, GramianWeighting)
             coef = self.coefficients(tg.M, idx, ctx.losses[idx].detach())
@@ -114,6 +153,7 @@ class GradientWeighting(Weighting):
             offsets, _ = flat_views(shared)
             accumulate(shared, [d[o: o + p.numel()].view_as(p) for o, p in zip(offsets, shared, strict=True)])
         accumulate(others, tg.others)
+        return False
 
     def _count(self, path: str) -> None:
         self.path_counts[path] = self.path_counts.get(path, 0) + 1
@@ -132,7 +172,10 @@ class GradientWeighting(Weighting):
         tg = task_gradients(losses, [z], others, None, "exact", retain_graph=True)  # type: ignore[list-item]
         assert tg.G is not None
         self._count("representation")
-        dz = self.aggregate_representation(tg.G.view(len(idx), *z.shape), idx, ctx.losses[idx].detach())
+        if ctx.reducer is not None:
+            dz = self.aggregate_representation_shard(tg.G.detach().view(len(idx), *z.shape), idx, ctx.losses[idx].detach(), ctx.reducer)
+        else:
+            dz = self.aggregate_representation(tg.G.view(len(idx), *z.shape), idx, ctx.losses[idx].detach())
         torch.autograd.backward(z, dz.to(z.dtype), retain_graph=retain)
         accumulate(others, tg.others)
 

@@ -72,7 +72,13 @@ class GradNorm(LossWeighting):
             self.initial_loss[idx[fresh]] = losses.detach()[fresh].to(self.initial_loss)
         if idx.numel():
             W = self._layer(ctx)
-            norms = task_gradients(losses, [W], [], None, "exact", retain_graph=True).G.norm(dim=1).detach()  # type: ignore[list-item]
+            GW = task_gradients(losses, [W], [], None, "exact", retain_graph=True).G.detach()  # type: ignore[list-item, union-attr]
+            if ctx.reducer is None:
+                norms = GW.norm(dim=1)
+            elif W is ctx.representation:  # torchrun: the ranks hold disjoint rows of z, squared norms add up
+                norms = ctx.reducer.reduce_small(GW.pow(2).sum(1)).sqrt()
+            else:  # the global gradient at a shared weight is the sum of the ranks' shares
+                norms = ctx.reducer.reduce_small(GW).norm(dim=1)
             G = self.loss_weight[idx] * norms.to(self.loss_weight)
             ratio = losses.detach().to(G) / self.initial_loss[idx].clamp_min(1e-12)
             target = (G.mean() * (ratio / ratio.mean()) ** self.alpha).detach()

@@ -51,8 +51,9 @@ introspection needs nothing from the model and costs nothing when unused.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,6 +69,22 @@ _UNFOLD_MAX_POSITIONS = 16
 
 GradMode = Literal["auto", "exact", "sample_groups"]
 GRAD_MODES: tuple[str, ...] = ("auto", "exact", "sample_groups")
+
+
+_BATCHED = True  # vectorised (vmap) per-task backward passes allowed
+
+
+@contextlib.contextmanager
+def sequential_backward() -> Iterator[None]:
+    """Within this block the exact per-task gradients come from one backward per task, never from a
+    vectorised one: a backward that communicates (BatchNorm synchronised over torchrun ranks) cannot
+    be vmapped, and a vmapped backward that fails half-way has already freed the graph."""
+    global _BATCHED
+    previous, _BATCHED = _BATCHED, False
+    try:
+        yield
+    finally:
+        _BATCHED = previous
 
 
 def check_grad_mode(mode: str) -> GradMode:
@@ -119,6 +136,7 @@ def task_gradients(
     buffer: dict[str, Tensor] | None = None,
     through: Tensor | None = None,
     gramian: bool = False,
+    agree: Callable[[bool], bool] | None = None,
 ) -> TaskGradients:
     """Per-task gradients of ``losses`` (T',) w.r.t. ``shared``; summed gradients for ``others``.
 
@@ -130,10 +148,16 @@ def task_gradients(
     heads). The exact gradients are then computed in two stages (see :func:`_exact_through`).
     ``gramian``: the caller only needs ``M = G G^T`` and ``c^T G``; when the one-backward split is
     exact and every shared parameter has one consumer, ``G`` is then never formed (:func:`_sample_groups_gramian`).
+    ``agree`` (torchrun): whether every rank can take the one-backward path, given this rank's answer,
+    so that all ranks take the same path (their backward passes may synchronise BatchNorm statistics).
     """
     if mode != "exact":
         plan, why = _plan_sample_groups(losses, shared, groups)
-        if plan is not None and (plan.exact or mode == "sample_groups"):  # approximate only when asked for by name
+        usable = plan is not None and (plan.exact or mode == "sample_groups")  # approximate only when asked for by name
+        if agree is not None and not agree(usable):
+            usable, why = False, why or "not every rank can split its batch by task"
+        if usable:
+            assert plan is not None
             if gramian and plan.exact and plan.single_consumer:
                 return _sample_groups_gramian(losses, shared, others, plan, retain_graph)
             return _sample_groups(losses, shared, others, plan, retain_graph, buffer)
@@ -152,6 +176,8 @@ def _exact(losses: Tensor, shared: Sequence[nn.Parameter], others: Sequence[nn.P
     inputs = [*shared, *others]
     eye = torch.eye(T, dtype=losses.dtype, device=losses.device)
     try:
+        if not _BATCHED:
+            raise RuntimeError("sequential backward passes")
         grads = torch.autograd.grad(losses, inputs, eye, retain_graph=retain, allow_unused=True, is_grads_batched=True)
     except RuntimeError:
         # vmap has no batching rule for some op: one retain_graph backward per task instead.
@@ -192,6 +218,8 @@ def _exact_through(
                 rest[i] = g if rest[i] is None else rest[i] + g
     cotangents = torch.stack(dz)
     try:
+        if not _BATCHED:
+            raise RuntimeError("sequential backward passes")
         per_task = torch.autograd.grad(z, list(shared), cotangents, retain_graph=retain, allow_unused=True, is_grads_batched=True)
     except RuntimeError:
         loop = [torch.autograd.grad(z, list(shared), cotangents[t], retain_graph=retain or t < T - 1, allow_unused=True) for t in range(T)]
