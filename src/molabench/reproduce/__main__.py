@@ -7,6 +7,7 @@ still to do, 2 on a configuration error, 128 + the signal when interrupted (re-r
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                 counts = execute.run_here(plan, gflops)
         except Interrupted as exc:
             interrupted = exc
+            planning.refresh(plan)
+            counts = {}
+        except KeyboardInterrupt:  # Ctrl-C between two runs (during a run the trainer checkpoints first)
+            interrupted = Interrupted(signal.SIGINT)
             planning.refresh(plan)
             counts = {}
         outputs.write_outputs(Path(str(options["results_dir"])), budget, plan.tables, figures=bool(options["figures"]),
