@@ -74,18 +74,6 @@ def _warnings_into(record: dict[str, Any], quiet: bool = False) -> Iterator[None
         warnings.showwarning = show
         yield
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    import json
-
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"warning: ignoring the unreadable record {path}: {exc}", file=sys.stderr)
-        return None
-    return record if isinstance(record, dict) else None
-
 def _resume_plan(policy: str, previous: dict[str, Any] | None, identity: str, checkpoint: Path, run_id: str) -> tuple[str, dict[str, Any] | None]:
     """What to do with run ``run_id`` given its folder's record and checkpoint and the policy
     ``trainer.resume``: ``("skip", record)`` (complete already), ``("resume", checkpoint state)``
@@ -232,7 +220,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool, s
         fingerprint,
     )
     from molabench.errors import ConfigError, MolabenchError
-    from molabench.report.records import RECORD_NAME
+    from molabench.report.records import RECORD_NAME, read_record
 
     plain, cfg = cfg, ReadTracker(cfg, sources=sources)  # the run reads through the tracker; the record keeps the plain config
     method, seed = cfg["method"]["name"], int(cfg["seed"])
@@ -260,7 +248,7 @@ def run(cfg: Mapping[str, Any], task_overrides: list[str], parallel_job: bool, s
                 lock = _prepare_run_folder(results_dir, run_dir)
                 for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed while writing (we hold the lock)
                     stale.unlink(missing_ok=True)
-                previous = _read_record(record_path)
+                previous = read_record(record_path)
                 plan, state = _resume_plan(policy, previous, identity, checkpoint_path, run_id)
                 _check_world_size(plan, state, world, run_id, checkpoint_path)
             except MolabenchError as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,18 @@ _NON_VARIANT_PREFIXES = (
 def variant_overrides(overrides: list[str]) -> list[str]:
     """The overrides that make a run a variant of its method (e.g. ``method.rank=4``), sorted."""
     return sorted(o for o in overrides if not o.startswith(_NON_VARIANT_PREFIXES))
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record at ``path``; None when there is none, or it is unreadable (warned) or not a JSON object."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"warning: ignoring the unreadable record {path}: {exc}", file=sys.stderr)
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def iter_records(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -44,6 +44,11 @@ PLAN_NAME = "plan.json"
 _WHERE = ("results_dir=",)
 
 
+def plan_path(results_dir: Path, budget: str) -> Path:
+    """Where a reproduction at ``budget`` saves its plan (beside its records)."""
+    return results_dir / "runs" / "reproduce" / budget / PLAN_NAME
+
+
 def run_key(overrides: Iterable[str]) -> tuple[str, ...]:
     return tuple(o for o in overrides if not o.startswith(_WHERE))
 

@@ -13,14 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from molabench.atomic import write_text_atomic
-from molabench.reproduce.layout import load_plan, write_tables
+from molabench.reproduce.layout import load_plan, plan_path, write_tables
 
 #: budgets in the order their outputs are written (a later one's tables replace an earlier one's)
 BUDGET_ORDER = ("smoke", "cpu", "paper")
-
-
-def plan_path(results_dir: Path, budget: str) -> Path:
-    return results_dir / "runs" / "reproduce" / budget / "plan.json"
 
 
 def saved_budgets(results_dir: Path) -> list[str]:

@@ -248,14 +248,6 @@ def _substitute(params: Sequence[str], substitute: Mapping[str, Mapping[str, str
     return out
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def make_plan(settings: Mapping[str, Any], config_dir: Path) -> Plan:
     """Every run of ``settings["tables"]`` at ``settings["budget"]``, with its status."""
     from molabench.engine.checkpoint import check_run_path, fingerprint
@@ -327,10 +319,12 @@ def make_plan(settings: Mapping[str, Any], config_dir: Path) -> Plan:
 
 def refresh(plan: Plan) -> None:
     """Read every planned run's record again (status, error)."""
+    from molabench.report.records import read_record
+
     for run in plan.runs:
         if run.record_path is None:
             continue
-        record = _read_record(run.record_path) if run.record_path.is_file() else None
+        record = read_record(run.record_path)
         if record is None or record.get("identity") not in (None, run.identity):
             run.status, run.error, run.record = "to do", None, None
             continue
@@ -362,8 +356,9 @@ def save_plan(plan: Plan) -> Path:
     """Write ``runs/reproduce/<budget>/plan.json`` (what :mod:`~molabench.reproduce.layout` reads):
     the planned runs of this plan's tables, and those of other tables from the previous plan."""
     from molabench.atomic import write_text_atomic
+    from molabench.reproduce.layout import plan_path
 
-    path = plan.results_dir / "runs" / "reproduce" / str(plan.budget["name"]) / "plan.json"
+    path = plan_path(plan.results_dir, str(plan.budget["name"]))
     previous: dict[str, Any] = {}
     if path.is_file():
         try:
