@@ -325,7 +325,9 @@ def write_tables(runs_dir: Path, out_dir: Path) -> list[Path]:
     disappears from the index only when its files are deleted)."""
     from molabench.report.figures import table_figure  # matplotlib only when tables are written
 
-    groups = collect(checked_record(path, record) for path, record in iter_records(runs_dir))  # all checked before a file is written
+    # all checked before a file is written; a reproduction's runs have the paper's layout instead (molabench.reproduce)
+    reproduction = runs_dir / "reproduce"
+    groups = collect(checked_record(path, record) for path, record in iter_records(runs_dir) if not path.is_relative_to(reproduction))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for group in sorted(groups, key=lambda g: (g.experiment, g.data, g.protocol)):
