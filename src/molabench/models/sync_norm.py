@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from molabench.models.task_norm import TaskBatchNorm, TaskNormContext
+from molabench.models.task_norm import TaskBatchNorm, TaskNormContext, replace_modules
 
 if TYPE_CHECKING:
     from molabench.engine.distributed import Distributed
@@ -204,28 +204,20 @@ def convert_sync_batchnorm(
 ) -> int:
     """Replace, in place, every BatchNorm below ``module`` outside the ``skip`` subtrees (plain or per-task)
     by its synchronised twin holding the *same* parameters and buffers; returns how many were replaced."""
-    skipped = {id(m) for m in skip}
 
-    def visit(parent: nn.Module) -> int:
-        replaced = 0
-        for name, child in list(parent.named_children()):
-            if id(child) in skipped:
-                continue
-            plain = _plain_type(child)
-            if plain is not None and not isinstance(child, SyncBatchNorm):
-                cls = _SYNC[plain]
-                twin = cls.__new__(cls)
-                twin.__dict__.update(child.__dict__)
-                if not isinstance(child, TaskBatchNorm):
-                    twin.context = TaskNormContext()  # never set: whole-batch statistics
-                twin.group, twin.num_tasks, twin.scope = group, num_tasks, scope
-                setattr(parent, name, twin)
-                replaced += 1
-            else:
-                replaced += visit(child)
-        return replaced
+    def twin(child: nn.Module) -> nn.Module | None:
+        plain = _plain_type(child)
+        if plain is None or isinstance(child, SyncBatchNorm):
+            return None
+        cls = _SYNC[plain]
+        made = cls.__new__(cls)
+        made.__dict__.update(child.__dict__)
+        if not isinstance(child, TaskBatchNorm):
+            made.context = TaskNormContext()  # never set: whole-batch statistics
+        made.group, made.num_tasks, made.scope = group, num_tasks, scope
+        return made
 
-    return 0 if id(module) in skipped else visit(module)
+    return replace_modules(module, twin, skip)
 
 
 def count_batchnorm(module: nn.Module) -> int:

@@ -57,7 +57,7 @@ context describes. :func:`sort_by_task` gives the order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -280,9 +280,9 @@ def to_task_norm(bn: nn.Module, context: TaskNormContext) -> nn.Module:
     return twin
 
 
-def convert_batchnorm(module: nn.Module, context: TaskNormContext, skip: tuple[nn.Module, ...] = ()) -> int:
-    """Replace, in place, every plain ``nn.BatchNorm{1,2,3}d`` below ``module`` (outside the ``skip``
-    subtrees) by its :class:`TaskBatchNorm` twin bound to ``context``; returns how many were replaced."""
+def replace_modules(module: nn.Module, twin: Callable[[nn.Module], nn.Module | None], skip: tuple[nn.Module, ...] = ()) -> int:
+    """Replace, in place, every module below ``module`` (outside the ``skip`` subtrees) for which
+    ``twin`` returns a module by that module (its children are not visited); returns how many."""
     skipped = {id(m) for m in skip}
 
     def visit(parent: nn.Module) -> int:
@@ -290,14 +290,21 @@ def convert_batchnorm(module: nn.Module, context: TaskNormContext, skip: tuple[n
         for name, child in list(parent.named_children()):
             if id(child) in skipped:
                 continue
-            if type(child) in _CONVERT:
-                setattr(parent, name, to_task_norm(child, context))
+            new = twin(child)
+            if new is not None:
+                setattr(parent, name, new)
                 replaced += 1
             else:
                 replaced += visit(child)
         return replaced
 
     return 0 if id(module) in skipped else visit(module)
+
+
+def convert_batchnorm(module: nn.Module, context: TaskNormContext, skip: tuple[nn.Module, ...] = ()) -> int:
+    """Replace, in place, every plain ``nn.BatchNorm{1,2,3}d`` below ``module`` (outside the ``skip``
+    subtrees) by its :class:`TaskBatchNorm` twin bound to ``context``; returns how many were replaced."""
+    return replace_modules(module, lambda child: to_task_norm(child, context) if type(child) in _CONVERT else None, skip)
 
 
 def task_norm_layers(module: nn.Module) -> list[TaskBatchNorm]:
