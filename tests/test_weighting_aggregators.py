@@ -184,3 +184,59 @@ def test_graddrop_keeps_one_sign_per_unit() -> None:
         d = build("graddrop", level="parameters").aggregate(G)
         assert d[1] == -3.0 and d[2] == 4.0  # units with pure signs pass untouched
         assert d[0] in (1.0, -1.0)  # a mixed unit keeps one sign only
+
+
+# ------------------------------------------------------------- the exact simplex solvers
+
+def _kkt_min_norm(M: np.ndarray, a: np.ndarray) -> None:
+    """KKT of min a^T M a on the simplex: (M a)_j >= a^T M a, with equality where a_j > 0."""
+    Ma, value = M @ a, a @ M @ a
+    tol = 1e-9 * float(np.abs(M).max())
+    assert a.min() >= 0 and abs(a.sum() - 1) < 1e-12
+    assert (Ma >= value - tol).all()
+    assert (np.abs(Ma - value)[a > 1e-9] <= tol).all()
+
+
+@pytest.mark.parametrize(
+    "G",
+    [
+        np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]),  # a duplicated gradient
+        np.array([[1.0, 2.0], [0.0, 0.0], [3.0, -1.0]]),  # a zero gradient: the min-norm point is 0
+        np.array([[1.0, 1.0], [-1.0, -1.0]]),  # opposed
+        np.array([[2.0, 0.0, 0.0]]),  # one task
+    ],
+    ids=["duplicate", "zero", "opposed", "one-task"],
+)
+def test_min_norm_weights_degenerate_hulls(G: np.ndarray) -> None:
+    from molabench.weighting.simplex import min_norm_weights
+
+    M = G @ G.T
+    a = min_norm_weights(M)
+    _kkt_min_norm(M, a)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_min_norm_weights_more_tasks_than_dimensions(T: int, P: int, seed: int) -> None:
+    """Wolfe's algorithm on affinely dependent points (T > P + 1 is common for tiny heads)."""
+    from molabench.weighting.simplex import min_norm_weights
+
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((T, P)) * np.exp(rng.standard_normal((T, 1))) + rng.standard_normal(P)
+    M = G @ G.T
+    _kkt_min_norm(M, min_norm_weights(M))
+
+
+@settings(max_examples=60, deadline=None)
+@given(gradient_matrices(2, 9), st.floats(0.05, 5.0))
+def test_simplex_qp_is_the_projected_gradient_fixed_point(G: torch.Tensor, k: float) -> None:
+    """w* = argmin (A u).w + k w^T A w on the simplex iff w* = proj(w* - step * grad) for a step > 0."""
+    from molabench.weighting.simplex import project_simplex, simplex_qp
+
+    A = (G @ G.T).numpy()
+    A = A / np.abs(A).max()
+    u = np.full(A.shape[0], 1.0 / A.shape[0])
+    w = simplex_qp(A, u, k)
+    grad = A @ u + 2 * k * A @ w
+    assert w.min() >= 0 and abs(w.sum() - 1) < 1e-12
+    assert np.abs(project_simplex(w - 0.1 * grad) - w).max() < 1e-9

@@ -62,12 +62,16 @@ def interleaved_update_times(
 
 def timing_summary(times: Mapping[str, Sequence[float]], reference: str) -> dict[str, dict[str, float]]:
     """Per label: median, min and spread ((max - min) / median) of its times, the number of rounds
-    and ``ratio_to_<reference>`` (its median over the reference's)."""
-    base = statistics.median(times[reference])
-    return {
-        label: {
+    and ``ratio_to_<reference>``: the median over rounds of its time over the reference's *in the
+    same round* (paired: a slow stretch of a shared machine hits both sides of a ratio), with
+    ``ratio_spread`` ((max - min) / median of those per-round ratios)."""
+    base = times[reference]
+    out = {}
+    for label, ts in times.items():
+        ratios = [t / b for t, b in zip(ts, base, strict=True)]
+        ratio = statistics.median(ratios)
+        out[label] = {
             "median_s": statistics.median(ts), "min_s": min(ts), "spread": (max(ts) - min(ts)) / statistics.median(ts),
-            f"ratio_to_{reference}": statistics.median(ts) / base, "rounds": len(ts),
+            f"ratio_to_{reference}": ratio, "ratio_spread": (max(ratios) - min(ratios)) / ratio, "rounds": len(ts),
         }
-        for label, ts in times.items()
-    }
+    return out

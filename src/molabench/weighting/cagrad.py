@@ -11,7 +11,11 @@ over the simplex::
 then ``rescale`` divides d by 1 (0), ``1 + c^2`` (1, default) or ``1 + c`` (2). c = 0.5.
 
 Not torchjd's ``CAGrad``: it normalises the Gramian before solving, has no ``rescale``
-and needs cvxpy; we solve the same dual with FISTA on the simplex (``simplex``) on T x T data.
+and needs cvxpy. We solve the same dual on T x T data (:func:`cagrad_dual`): the term
+``c|g0||g_w| = min_{s>0} c|g0| (|g_w|^2/s + s)/2`` makes it, for a fixed ``k = c|g0|/(2|g_w|)``, the
+quadratic programme ``min_w g_w.g0 + k|g_w|^2`` on the simplex, which ``simplex.simplex_qp``
+solves exactly (Wolfe's min-norm point); the optimal w is the QP's solution at the k where
+``2k|g_w(k)| = c|g0|``, found by a bracketed secant search on ``log k`` (a handful of QPs).
 """
 
 from __future__ import annotations
@@ -23,28 +27,57 @@ from torch import Tensor
 from molabench.errors import ConfigError
 from molabench.weighting.gradient import GramianWeighting
 from molabench.weighting.registration import register
-from molabench.weighting.simplex import minimize_on_simplex
+from molabench.weighting.simplex import simplex_qp
 
 
-def cagrad_dual(M: np.ndarray, c: float) -> tuple[np.ndarray, float]:
-    """Solution ``w*`` of the CAGrad dual for Gramian ``M`` and ``lambda = c|g0| / |g_w*|``."""
+def cagrad_dual(M: np.ndarray, c: float, max_iter: int = 100) -> tuple[np.ndarray, float]:
+    """Solution ``w*`` of the CAGrad dual for Gramian ``M`` and ``lambda = c|g0| / |g_w*|``.
+
+    ``h(log k) = log(2k|g_w(k)|/(c|g0|))`` is zero at the optimum, with ``g_w(k)`` the solution of
+    ``min_w g_w.g0 + k|g_w|^2``; the search starts from w = uniform and keeps a bracket
+    [h < 0, h > 0] once it has one (secant steps inside it, bisection otherwise).
+    """
     T = M.shape[0]
     scale = float(np.abs(M).max())
-    if scale == 0.0:
-        return np.full(T, 1.0 / T), 0.0
+    u = np.full(T, 1.0 / T)
+    if scale == 0.0 or T == 1:
+        return u, 0.0
     A = M / scale  # the argmin and lambda are invariant to scaling M
-    b = np.full(T, 1.0 / T)
-    Ab = A @ b
-    radius = c * np.sqrt(max(b @ Ab, 0.0)) + 1e-8
+    g0_sq = max(float(u @ A @ u), 0.0)
+    radius = c * np.sqrt(g0_sq) + 1e-8
+    if c == 0.0 or g0_sq == 0.0:
+        return u, radius / (np.sqrt(g0_sq) + 1e-8)
 
-    def f(w: np.ndarray) -> float:
-        return float(w @ Ab + radius * np.sqrt(max(w @ A @ w, 0.0) + 1e-8))
+    def h(log_k: float) -> tuple[np.ndarray, float]:
+        w = simplex_qp(A, u, float(np.exp(log_k)))
+        q = float(w @ A @ w)
+        return w, (-np.inf if q <= 1e-30 else log_k + 0.5 * np.log(q) + np.log(2.0 / radius))
 
-    def grad(w: np.ndarray) -> np.ndarray:
-        return Ab + radius * (A @ w) / np.sqrt(max(w @ A @ w, 0.0) + 1e-8)
-
-    w = minimize_on_simplex(f, grad, b.copy())
-    return w, radius / (np.sqrt(max(w @ A @ w, 0.0)) + 1e-8)
+    x_prev = float(np.log(radius / (2.0 * np.sqrt(g0_sq))))  # the k that w = uniform would give
+    w, h_prev = h(x_prev)
+    x = x_prev - h_prev if np.isfinite(h_prev) else x_prev + 1.0
+    below: float | None = None  # log k with h < 0
+    above: float | None = None  # log k with h > 0
+    for _ in range(max_iter):
+        w, hx = h(x)
+        if np.isfinite(hx) and abs(hx) < 1e-12:
+            break
+        if hx < 0:
+            below = x
+        else:
+            above = x
+        step = x - hx * (x - x_prev) / (hx - h_prev) if np.isfinite(hx) and np.isfinite(h_prev) and hx != h_prev else None
+        x_prev, h_prev = x, hx
+        if below is not None and above is not None:
+            lo, hi = min(below, above), max(below, above)
+            if hi - lo < 1e-14:
+                break
+            x = step if step is not None and lo < step < hi else 0.5 * (lo + hi)
+        elif above is None:  # h < 0 so far: k must grow
+            x = step if step is not None and step > x else x + 1.0
+        else:  # h > 0 so far: k must shrink
+            x = step if step is not None and step < x else x - 1.0
+    return w, radius / (np.sqrt(max(float(w @ A @ w), 0.0)) + 1e-8)
 
 
 @register("cagrad")
