@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m molabench.demo
 
+# Every test runs torch on one thread, so one worker per core (pytest-xdist); a file's tests stay on one
+# worker (module fixtures such as the 2-rank DDP launch run once). `make test workers=0`: in this process.
+workers ?= auto
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(workers)),,-n $(workers) --dist loadfile)
 
 # make reproduce [budget=smoke|cpu|paper] [tables=[2,4,5]] [dry_run=true] [launcher=slurm]: plans, runs what is
 # missing (re-run to continue), writes results/tables/table<N>_*, results/figures/, results/report/index.html.

@@ -81,6 +81,19 @@ def test_analysis_script_writes_the_figures(tmp_path):
     assert script.main(["--run", str(tmp_path / "runs" / "shapes" / "r"), "--out", str(tmp_path / "figures"), "--fig5-max-tasks", "3"]) == 0
     pngs = sorted(p.name for p in (tmp_path / "figures" / "r").glob("*.png"))
     assert pngs == ["fig3_pc_ratio.png", "fig4_spectra.png", "fig5_params.png", "fig6_router.png"]
+    # Fig. 6 as the paper shows it: a run without the TwD loss (its router's mixing weights) beside the one with it
+    plain = train("method=mola_router", "method.router=light", "method.twd=false", "trainer=smoke", "trainer.checkpoint=true",
+                  "data.n_train=16", "data.n_val=8", "data.n_test=8", "data.image_size=16", "run_id=plain", results=tmp_path)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    from PIL import Image
+
+    from molabench.report import analysis_figures as af
+
+    _, with_twd, data = af.load_run(tmp_path / "runs" / "shapes" / "r")
+    _, without, data_without = af.load_run(tmp_path / "runs" / "shapes" / "plain")
+    af.fig6(with_twd, data, tmp_path / "both", (without, data_without))
+    single, both = Image.open(tmp_path / "figures" / "r" / "fig6_router.png"), Image.open(tmp_path / "both" / "fig6_router.png")
+    assert both.size[0] > 1.5 * single.size[0]  # two panels
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])

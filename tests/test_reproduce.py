@@ -46,13 +46,17 @@ def test_every_table_is_planned_from_its_sweep_and_every_run_is_a_paper_row(smok
         _, grid = sweep_grid(config_dir(), spec.name)
         runs = smoke_plan.of_table(number)
         # smoke: one seed; Table 9's sweep crosses more stage sets than the paper prints: only its rows are planned
-        assert len(runs) == (8 if number == 9 else len(grid) + len(spec.extra)), number
+        assert len(runs) == (8 if number == 9 else len(grid) + len(spec.extra) + len(spec.figures)), number
         paper = load_table(spec.name)
         for run in runs:
             assert run.status == "to do", (number, run.params, run.error)
+            if run.figure:  # Fig. 6 without TwD: weights kept, no paper row
+                assert run.labels == [] and "trainer.checkpoint=true" in run.overrides and "method.twd=false" in run.params
+                continue
             labels = row_labels(number, run)
             baseline_only = number == 7 and run.method == "single_task"  # Table 7's Δm baseline, not a row
             assert baseline_only or any(label in paper.rows for label in labels), (number, run.params, labels)
+    assert sum(r.figure for r in smoke_plan.runs) == sum(len(spec.figures) for spec in TABLES.values()) == 1
     # runs shared between tables are one run: Table 3 on the same stand-in as Table 2 adds none
     assert {r.key for r in smoke_plan.of_table(3)} <= {r.key for r in smoke_plan.of_table(2)}
     assert len(smoke_plan.unique()) < len(smoke_plan.runs)
@@ -93,7 +97,9 @@ def test_killed_midway_it_continues_with_only_what_is_missing_and_make_tables_re
     table = json.loads((results / "tables" / "table10_omega_dim.json").read_text())
     assert [row["label"] for row in table["rows"]] == list(load_table("table10_omega_dim").rows)
     assert all(row["status"] == "ok" and "Avg" in row["ours"] for row in table["rows"])
-    assert table["stand_in"] and "OfficeHome" in table["stand_in"] and table["runs"] == {"planned": 3, "complete": 3, "failed": 0, "to_do": 0}
+    assert table["stand_in"] and "OfficeHome" in table["stand_in"]
+    assert {k: v for k, v in table["runs"].items() if k != "wall_s"} == {"planned": 3, "complete": 3, "failed": 0, "to_do": 0}
+    assert table["runs"]["wall_s"] > 0 and "wall time of the complete runs" in (results / "tables" / "table10_omega_dim.md").read_text()
     for suffix in ("md", "csv", "tex", "png"):
         assert (results / "tables" / f"table10_omega_dim.{suffix}").stat().st_size > 0
     assert "stand-in:" in (results / "tables" / "table10_omega_dim.csv").read_text().splitlines()[0]
@@ -210,3 +216,25 @@ def test_a_launcher_submits_each_tables_sweep_as_one_multirun(smoke_plan):
     t7 = [c for c in commands if "+sweep=table7_placement_nyuv2" in c]
     # Table 7: the placements in one multirun, the HPS and Single-Task rows (no placement) in another
     assert len(t7) == 2 and any("method=hps,single_task" in c for c in t7)
+
+
+def test_the_paper_budget_is_priced_by_training_flops(smoke_plan):
+    """estimate: flops — 3 x forward FLOPs (counted on a meta model) x images x epochs x the method's cost, at an
+    assumed GPU speed; ResNet-18's forward at 224 px is its well-known 1.82 GMAC (3.64 GFLOP)."""
+    import dataclasses
+
+    from molabench.reproduce import estimate, execute
+
+    assert estimate.forward_gflops("resnet18", 224, 224) == pytest.approx(3.64, rel=0.02)
+    assert estimate.forward_gflops("resnet50", 224, 224) == pytest.approx(8.18, rel=0.02)
+    run = next(r for r in smoke_plan.of_table(2) if r.method == "hps")
+    budget = {**smoke_plan.budget, "estimate": "flops", "gpu_tflops": 10, "train_images": {run.choice.paper_data: 1000}}
+    plan = dataclasses.replace(smoke_plan, budget=budget)
+    gpu, _ = execute.flops_estimate_s(run, plan, None)
+    side = run.config["data"]["image_size"]
+    side = side if isinstance(side, int) else side[0]
+    expected = 3 * estimate.forward_gflops(run.config["backbone"]["name"], side, side) * 1000 * run.config["trainer"]["epochs"] / 10_000
+    assert gpu == pytest.approx(expected) and execute.estimate_s(run, plan, None) == gpu
+    # a dataset without an image count keeps the budget's flat estimate
+    plan = dataclasses.replace(smoke_plan, budget={**budget, "train_images": {}})
+    assert execute.flops_estimate_s(run, plan, None) is None

@@ -110,15 +110,27 @@ def fig5(out: Path, backbone: str = "resnet18", input_shape: tuple[int, int, int
     print(f"wrote {table}")
 
 
-def fig6(algorithm: object, data: object, out: Path) -> None:
+def _pca_panel(ax: plt.Axes, algorithm: object, data: object, title: str) -> None:
     omega, tasks = analysis.router_embeddings(algorithm, data)
     centred = omega - omega.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     xy = centred @ v[:2].T
-    fig, ax = plt.subplots(figsize=(4.5, 4))
     for t, spec in enumerate(data.tasks):
         keep = tasks == t
         ax.scatter(xy[keep, 0], xy[keep, 1], s=4, alpha=0.6, label=spec.display)
-    ax.set_title("Router embedding omega, 2-D PCA (Fig. 6)")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, markerscale=3)
+
+
+def fig6(algorithm: object, data: object, out: Path, without: tuple[object, object] | None = None) -> None:
+    """2-D PCA of the router embedding omega per task; with ``without`` = (algorithm, data) of a run
+    trained without the TwD loss, its panel (the router's mixing weights: no omega map is trained) first."""
+    if without is None:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        _pca_panel(ax, algorithm, data, "Router embedding omega, 2-D PCA (Fig. 6)")
+    else:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+        _pca_panel(left, without[0], without[1], "w/o TwD: mixing weights, 2-D PCA")
+        _pca_panel(right, algorithm, data, "with TwD: omega, 2-D PCA")
+        fig.suptitle("Router embedding per task (Fig. 6)")
     save(fig, out / "fig6_router.png")

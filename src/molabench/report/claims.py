@@ -494,3 +494,23 @@ def check_claims(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
     claims.append(_table10_claim(table(10)))  # (g)
     claims += _table11_claims(table(11))
     return claims
+
+
+def claims_markdown(claims: Sequence[dict[str, Any]], budget: str) -> str:
+    """The claims as a Markdown section (``results/tables/claims.md``, indexed in the tables' README)."""
+    counts = {v: sum(1 for c in claims if c["verdict"] == v) for v in (HOLDS, FAILS, UNMEASURABLE)}
+    lines = [
+        f"## The paper's claims on these runs (budget {budget})",
+        "",
+        f"{counts[HOLDS]} hold, {counts[FAILS]} do not hold, {counts[UNMEASURABLE]} are not measurable here "
+        "(rules: `molabench/report/claims.py`; a comparison is within the seeds' spread when the means differ by less than "
+        "the larger std).",
+        "",
+        "| claim | ours | evidence | the paper's own numbers |",
+        "|---|---|---|---|",
+    ]
+    for c in claims:
+        cells = [c["claim"], verdict_text(c), c["evidence"].removeprefix("ours: "), c["paper"]]
+        lines.append("| " + " | ".join(str(x).replace("|", "/") for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+

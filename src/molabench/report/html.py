@@ -279,6 +279,8 @@ def _meta_line(table: Table) -> str:
     ]
     if runs:
         parts.append(f"runs: {runs.get('complete', 0)} of {runs.get('planned', 0)} complete, {runs.get('failed', 0)} failed, {runs.get('to_do', 0)} to do")
+    if runs.get("wall_s"):
+        parts.append(f"wall time of the complete runs {float(runs['wall_s']) / 60:.1f} min")
     return f'<p class="meta">{_e(" · ".join(parts))}</p>'
 
 

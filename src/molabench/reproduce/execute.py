@@ -14,7 +14,9 @@ launcher; complete runs are skipped by the jobs themselves.
 Time estimates (:func:`estimate_s`): the wall time of complete runs of the same data and method at
 this budget, else of the same data (scaled by the method's relative step cost), else the budget's
 ``estimate_s`` for the data (seconds on a machine of ``estimate_gflops`` GFLOP/s, scaled by this
-machine's measured matmul speed).
+machine's measured matmul speed). A budget with ``estimate: flops`` (``paper``) prices every run by
+its training FLOPs instead (:mod:`molabench.reproduce.estimate`: on one GPU of an assumed speed, and
+on this machine as its bench measured it), also the runs whose data is absent ("with its data").
 """
 
 from __future__ import annotations
@@ -48,8 +50,24 @@ def _wall(run: PlannedRun) -> float | None:
     return float(wall) if record.get("status") == "complete" and isinstance(wall, (int, float)) else None
 
 
+def flops_estimate_s(run: PlannedRun, plan: Plan, gflops: float | None) -> tuple[float, float | None] | None:
+    """(GPU seconds, seconds on this machine) of a run of a budget with ``estimate: flops``, from its
+    training FLOPs (:mod:`molabench.reproduce.estimate`); None without an image count or a configuration."""
+    from molabench.reproduce import estimate
+
+    images = estimate.images_per_epoch(dict(plan.budget), run.choice.paper_data)
+    if plan.budget.get("estimate") != "flops" or images is None or not run.config:
+        return None
+    gflop = estimate.training_gflops(run.config, images, RELATIVE_COST.get(run.method, 1.5))
+    here = estimate.cpu_seconds(gflop, plan.results_dir / "bench" / "architectures.json", gflops)
+    return estimate.gpu_seconds(gflop, float(plan.budget.get("gpu_tflops") or 25.0)), here
+
+
 def estimate_s(run: PlannedRun, plan: Plan, gflops: float | None) -> float:
     """Expected seconds for ``run`` (see the module's docstring)."""
+    flops = flops_estimate_s(run, plan, gflops)
+    if flops is not None:
+        return flops[0]
     cost = RELATIVE_COST.get(run.method, 1.5)
     same = [w for r in plan.unique() if r.choice.data == run.choice.data and (w := _wall(r)) is not None]
     exact = [_wall(r) for r in plan.unique() if r.choice.data == run.choice.data and r.method == run.method and _wall(r) is not None]
@@ -76,6 +94,7 @@ def print_plan(plan: Plan, gflops: float | None, out: Callable[[str], None] = pr
         f"results under {plan.results_dir}")
     out(f"{'table':<7}{'data':<40}{'runs':>6}{'complete':>10}{'failed':>8}{'to do':>7}{'estimate':>10}")
     counted: set[str] = set()
+    with_data: set[str] = set()
     total = 0.0
     for number in plan.tables:
         runs = plan.of_table(number)
@@ -94,10 +113,23 @@ def print_plan(plan: Plan, gflops: float | None, out: Callable[[str], None] = pr
             f"{sum(r.status == 'failed' for r in runs):>8}{len(pending):>7}{duration(seconds):>10}{shared}")
         for r in nodata[:1]:
             out(f"       {len(nodata)} run(s) cannot run: {r.error}")
+        if plan.budget.get("estimate") == "flops":
+            fresh = {(r.identity or r.key): r for r in runs if (r.identity or r.key) not in with_data}  # one per distinct run
+            priced = [p for r in fresh.values() if (p := flops_estimate_s(r, plan, gflops)) is not None]
+            with_data.update(fresh)
+            if priced:
+                here = [h for _, h in priced if h is not None]
+                out(f"       with its data: {len(priced)} new run(s), about {duration(sum(g for g, _ in priced))} on one GPU"
+                    + (f", {duration(sum(here))} on this machine" if len(here) == len(priced) else ""))
     unique = plan.unique()
     speed = f" at {gflops:.0f} GFLOP/s" if gflops else ""
     out(f"distinct runs: {len(unique)} ({sum(r.status == 'complete' for r in unique)} complete, {len(to_do(plan))} to do); "
         f"estimated {duration(total)}{speed}")
+    if plan.budget.get("estimate") == "flops":
+        out(f"budget {plan.budget['name']}: estimates, not measurements: training FLOPs (backbone forward counted on this "
+            f"configuration, x3 for training, x the method's cost) at an assumed {plan.budget.get('gpu_tflops') or 25.0:g} "
+            "effective TFLOP/s on one GPU, and at this machine's speed as results/bench/architectures.json measured it "
+            "(molabench/reproduce/estimate.py)")
     return total
 
 

@@ -186,6 +186,9 @@ def build_table(number: int, plan: Mapping[str, Any], records: Mapping[Any, list
     counts = {"planned": len(runs), "complete": sum(1 for r in runs if r["_complete"]),
               "failed": sum(1 for r in runs if not r["_complete"] and r["_any"] and r["_any"].get("status") == "failed")}
     counts["to_do"] = counts["planned"] - counts["complete"] - counts["failed"]
+    # Wall time of the complete runs (as their records state; a run shared with another table counts in both).
+    walls = [float(r["_complete"]["wall_s"]) for r in runs if r["_complete"] and isinstance(r["_complete"].get("wall_s"), (int, float))]
+    counts["wall_s"] = round(sum(walls), 1)
     for run in runs:
         run.pop("_complete", None)
         run.pop("_any", None)
@@ -256,11 +259,17 @@ def header_lines(table: Mapping[str, Any]) -> list[str]:
     runs = table["runs"]
     lines = [
         f"budget {table['budget']}; seeds {', '.join(map(str, table['seeds']))}; data {table['data']}",
-        f"runs: {runs['complete']} complete, {runs['failed']} failed, {runs['to_do']} to do (of {runs['planned']})",
+        f"runs: {runs['complete']} complete, {runs['failed']} failed, {runs['to_do']} to do (of {runs['planned']})"
+        + (f"; wall time of the complete runs {_duration(runs['wall_s'])}" if runs.get("wall_s") else ""),
     ]
     if table.get("stand_in"):
         lines.append(f"stand-in: {table['stand_in']}")
     return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{seconds / 60:.1f} min"
 
 
 def _aligned(table: Mapping[str, Any]) -> bool:

@@ -34,7 +34,7 @@ FIGURES = {
     "fig5_params.png": ("Fig. 5: parameters vs number of tasks",
                         "The parameter number of HPS, MoLA and the soft-sharing / MoE baselines as the number of tasks T grows."),
     "fig6_router.png": ("Fig. 6: MoLA-Router's router embedding ω, 2-D PCA",
-                        "The router embedding ω of each task's samples (with the TwD loss)."),
+                        "The router embedding ω of each task's samples, without and with the TwD loss."),
 }
 
 
@@ -52,7 +52,11 @@ def write_figures(results_dir: Path, plan: dict[str, Any], out: Callable[[str], 
         record = run.get("record")
         if record and run["paper_data"] in ("vlcs", "officehome") and run["seed"] == plan["seeds"][0]:
             model = results_dir / Path(record).parent / "model.pt"
-            if model.is_file() and not any(p.startswith("method.") for p in run["params"]):
+            if not model.is_file():
+                continue
+            if run.get("figure") and run["method"] == "mola_router" and "method.twd=false" in run["params"]:
+                runs.setdefault("mola_router without twd", model.parent)
+            elif not any(p.startswith("method.") for p in run["params"]):
                 runs.setdefault(run["method"], model.parent)
     source: dict[str, str] = {}
     if "mola_grad" in runs:
@@ -63,8 +67,11 @@ def write_figures(results_dir: Path, plan: dict[str, Any], out: Callable[[str], 
         source["fig3_pc_ratio.png"] = source["fig4_spectra.png"] = str(runs["mola_grad"].relative_to(results_dir))
     if "mola_router" in runs:
         _, router, data = af.load_run(runs["mola_router"])
-        af.fig6(router, data, folder)
+        without = af.load_run(runs["mola_router without twd"])[1:] if "mola_router without twd" in runs else None
+        af.fig6(router, data, folder, without)
         source["fig6_router.png"] = str(runs["mola_router"].relative_to(results_dir))
+        if without is not None:
+            source["fig6_router.png"] += " and " + str(runs["mola_router without twd"].relative_to(results_dir))
     budget = plan["budget"]
     index = []
     for name, (title, caption) in FIGURES.items():
@@ -73,10 +80,13 @@ def write_figures(results_dir: Path, plan: dict[str, Any], out: Callable[[str], 
         if name == "fig5_params.png":
             differs = "counted on ResNet-18 at 224 px (models built, crosses: docs/architectures.md formulas); the paper does not state its backbone"
         else:
-            data = {r["data"] for r in plan["runs"] if r.get("record") and str(Path(r["record"]).parent) == source.get(name)}
+            sources = source.get(name, "").split(" and ")
+            data = {r["data"] for r in plan["runs"] if r.get("record") and str(Path(r["record"]).parent) in sources}
             differs = f"from run {source.get(name, 'an earlier reproduction')} (budget {budget}, data {', '.join(sorted(data)) or 'see the run'}), not the paper's trained models"
-            if name == "fig6_router.png":
+            if name == "fig6_router.png" and len(sources) < 2:
                 differs += "; only with the TwD loss (the paper also shows ω without it)"
+            elif name == "fig6_router.png":
+                differs += "; without TwD the panel shows the router's mixing weights softmax(router(x)) (no ω map is trained)"
         index.append({"file": name, "title": title, "caption": caption, "differs": differs})
     path = folder / "figures.json"
     write_text_atomic(path, json.dumps(index, indent=1) + "\n")
@@ -91,7 +101,13 @@ def write_outputs(results_dir: Path, budget: str, numbers: Sequence[int] | None 
     plan = load_plan(path)
     tables_dir = results_dir / "tables"
     written = write_tables(path, tables_dir, numbers)
+    from molabench.report.claims import check_claims, claims_markdown
     from molabench.report.tables import write_index
+
+    produced = [json.loads(p.read_text()) for p in sorted(tables_dir.glob("table*_*.json"))]
+    claims = tables_dir / "claims.md"
+    write_text_atomic(claims, claims_markdown(check_claims(produced), budget))
+    written.append(claims)
 
     write_index(tables_dir, results_dir / "runs")
     out(f"wrote {len(written)} paper table(s) to {tables_dir} (budget {budget}), indexed in {tables_dir / 'README.md'}")

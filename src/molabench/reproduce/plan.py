@@ -48,13 +48,16 @@ class TableSpec:
     number: int
     name: str
     extra: tuple[tuple[str, ...], ...] = ()
+    #: runs for the analysis figures only (first seed, weights kept, no paper row)
+    figures: tuple[tuple[str, ...], ...] = ()
 
 
 TABLES: dict[int, TableSpec] = {
     spec.number: spec
     for spec in (
         TableSpec(1, "table1_radimagenet"),
-        TableSpec(2, "table2_vlcs"),
+        # Fig. 6 sets the router of MoLA-Router without the TwD loss beside the one with it.
+        TableSpec(2, "table2_vlcs", figures=(("method=mola_router", "method.twd=false"),)),
         TableSpec(3, "table3_officehome"),
         TableSpec(4, "table4_medmnist"),
         TableSpec(5, "table5_nyuv2"),
@@ -99,6 +102,7 @@ class PlannedRun:
     error: str | None = None
     record: dict[str, Any] | None = None
     labels: list[str] = field(default_factory=list)  # the paper's row label(s) this run gives
+    figure: bool = False  # a run for the analysis figures only (TableSpec.figures): no paper row
 
     @property
     def key(self) -> str:
@@ -272,9 +276,10 @@ def make_plan(settings: Mapping[str, Any], config_dir: Path) -> Plan:
             paper = load_table(spec.name)
             paper_rows, has_delta = set(paper.rows), "delta_m" in paper.columns
             table_seeds = [int(s) for s in (budget.get("table_seeds") or {}).get(number, seeds)]
-            table_runs = [(tuple(_substitute(params, substitute)), seed) for params in grid + list(spec.extra) for seed in table_seeds]
+            table_runs = [(tuple(_substitute(params, substitute)), seed, False) for params in grid + list(spec.extra) for seed in table_seeds]
+            table_runs += [(tuple(_substitute(params, substitute)), table_seeds[0], True) for params in spec.figures]
             used: list[DataChoice] = []
-            for params, seed in table_runs:
+            for params, seed, figure in table_runs:
                 paper_data = _param(params, "data") or defaults.get("data")
                 if paper_data is None:
                     raise ConfigError(f"the sweep {spec.name} names no dataset")
@@ -283,15 +288,13 @@ def make_plan(settings: Mapping[str, Any], config_dir: Path) -> Plan:
                 choice = choices[paper_data]
                 if choice not in used:
                     used.append(choice)
-                run = PlannedRun(number, params, seed, choice)
+                run = PlannedRun(number, params, seed, choice, figure=figure)
                 plan.runs.append(run)
-                if choice.missing:
-                    run.status, run.error = "no data", choice.missing
-                    continue
                 overrides = [f"+sweep={spec.name}", *(p for p in params if not p.startswith("data=")), f"data={choice.data}", *choice.overrides, f"seed={seed}"]
                 swept = {p.split("=", 1)[0] for p in params}  # a table's own choice (Table 8's backbone) beats the budget's
                 overrides += [o for o in [*(budget.get("overrides") or []), *(per_data.get(choice.data) or [])] if o.split("=", 1)[0] not in swept]
-                if seed == seeds[0] and paper_data in FIGURE_DATA and _param(params, "method") in FIGURE_METHODS and not any(p.startswith("method.") for p in params):
+                if figure or (seed == seeds[0] and paper_data in FIGURE_DATA and _param(params, "method") in FIGURE_METHODS
+                              and not any(p.startswith("method.") for p in params)):
                     overrides.append("trainer.checkpoint=true")  # model.pt for the analysis figures (Figs 3, 4, 6)
                 overrides.append(f"experiment=reproduce/{budget['name']}/{choice.data}")
                 overrides.append(f"results_dir={results_dir}")
@@ -301,13 +304,17 @@ def make_plan(settings: Mapping[str, Any], config_dir: Path) -> Plan:
                 except Exception as exc:  # a sweep value this budget cannot compose: the row says why
                     from molabench.errors import one_line
 
-                    run.status, run.error = "invalid", one_line(f"{type(exc).__name__}: {exc}")
+                    run.status, run.error = ("no data", choice.missing) if choice.missing else ("invalid", one_line(f"{type(exc).__name__}: {exc}"))
                     continue
-                run.labels = row_labels(number, run)
-                if not any(label in paper_rows for label in run.labels) and not (run.method == BASELINE and has_delta):
+                if choice.missing:  # composed all the same: its labels, and the budget's estimate with the data
+                    run.status, run.error = "no data", choice.missing
+                run.labels = [] if figure else row_labels(number, run)
+                if not figure and not any(label in paper_rows for label in run.labels) and not (run.method == BASELINE and has_delta):
                     plan.runs.remove(run)  # a sweep combination the paper does not print (Table 9 crosses more than it shows)
                     continue
                 run.identity = fingerprint(run.config)
+                if run.status == "no data":
+                    continue
                 run.run_id = str(run.config.get("run_id") or f"{run.method}-s{seed}-{run.identity[:8]}")
                 experiment = str(run.config["experiment"])
                 check_run_path(experiment, run.run_id)
@@ -379,6 +386,7 @@ def save_plan(plan: Plan) -> Path:
             "paper_data": r.choice.paper_data,
             "stand_in": r.choice.stand_in,
             "labels": r.labels,
+            "figure": r.figure,
             "identity": r.identity or None,
             "record": str(r.record_path.relative_to(plan.results_dir)) if r.record_path else None,
             "status": r.status if r.status in ("no data", "invalid") else "planned",

@@ -31,9 +31,14 @@ Two ways to get ``G``:
 
 ``auto`` (default) uses ``sample_groups`` when the groups are disjoint, every shared parameter is
 consumed by a supported op with the batch as leading dimension **and the split is exact**, ``exact``
-otherwise (whole-batch BatchNorm statistics, the single-input setting, ViT token layouts, MoLA
-layers that fuse the shared weight with adapters into one convolution, custom ops): the default
-never approximates. The approximate split under whole-batch statistics is opt-in, by name:
+otherwise (whole-batch BatchNorm statistics, the single-input setting, parameters entering by
+broadcasting such as ViT's class token and position embedding, MoLA's ``code`` factorisation whose
+weights are products of parameters, custom ops): the default never approximates. A consumed weight
+may be built from shared parameters by shape ops only (views, permutes, clones, concatenation:
+MoLA-Router's fused base + adapter convolution and its reshaped up-projection); its per-group
+gradient is taken back through those ops' own backward functions. A matrix product may see m rows
+per sample (``nn.Linear``/``matmul`` on positions or tokens, sample-major: a view of a tensor whose
+first dimension is the batch). The approximate split under whole-batch statistics is opt-in, by name:
 ``grad_mode=sample_groups`` (recorded as ``sample_groups_approx``).
 
 Gramian path (``task_gradients(..., gramian=True)``, used by Gramian-based methods): when the
@@ -52,9 +57,10 @@ introspection needs nothing from the model and costs nothing when unused.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -247,8 +253,12 @@ class _Consumer:
 
     node: object
     kind: str
-    slots: dict[str, int]  # "weight"/"bias" -> position of the parameter in ``shared``
+    slots: dict[str, int]  # "weight"/"bias" -> position of the parameter in ``shared`` (-1: through a chain)
     saved: dict[str, object]
+    #: role -> the graph node producing the consumed weight from shared parameters by shape ops only
+    #: (views, permutes, clones, concatenation: MoLA-Router's fused weights); its per-group gradient
+    #: goes back to those parameters through the nodes' own backward functions (:func:`_through_chain`).
+    chains: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -262,6 +272,8 @@ class _Plan:
     single_consumer: bool = True
     #: ``groups`` as slices where a group is a contiguous run of rows (a task-sorted batch): views, not copies.
     slices: list[Tensor | slice] | None = None
+    #: shared parameters (positions) reached through a consumer's shape-op chain (``_Consumer.chains``).
+    chained: list[int] = field(default_factory=list)
 
     def onehot(self, like: Tensor) -> Tensor:
         """(T', B) group indicator in ``like``'s dtype and device."""
@@ -293,6 +305,7 @@ def _plan_sample_groups(
     index = {id(p): i for i, p in enumerate(shared)}
     consumers: dict[int, _Consumer] = {}
     uses = [0] * len(shared)
+    chained: set[int] = set()
     coupled = False
     roots = [losses.grad_fn] if losses.grad_fn is not None else []
     seen: set[int] = set()
@@ -315,18 +328,75 @@ def _plan_sample_groups(
                     entry = consumers[id(node)] = _Consumer(node, _kind(node), {}, {})
                 entry.slots[role] = target
                 uses[target] += 1
-            elif type(child).__name__ != "TBackward0" or _shared_leaf(child.next_functions[0][0], index) is None:
-                roots.append(child)
+                continue
+            role = _role(node, slot, child)
+            source = child.next_functions[0][0] if type(child).__name__ == "TBackward0" and child.next_functions else child
+            leaves = _chain_leaves(source, index) if role is not None and source is not None else None
+            if leaves:  # a weight made of shared parameters by shape ops only
+                entry = consumers.get(id(node))
+                if entry is None:
+                    entry = consumers[id(node)] = _Consumer(node, _kind(node), {}, {})
+                entry.slots[role] = -1
+                entry.chains[role] = source
+                for j in leaves:
+                    uses[j] += 1
+                chained.update(leaves)
+                continue
+            roots.append(child)
     for c in consumers.values():
         why = _unpack(c, batch)
         if why:
             return None, why
     device_groups = [g.to(losses.device) for g in groups]
+    # The Gramian path reads one consumer per parameter, each seeing one row per sample.
+    single = max(uses, default=0) <= 1 and not chained and all(c.saved.get("rows_per_sample", 1) == 1 for c in consumers.values())
     plan = _Plan(
-        list(consumers.values()), device_groups, not coupled, max(uses, default=0) <= 1,
-        [g if isinstance(g, slice) else d for g, d in zip(slices, device_groups, strict=True)],
+        list(consumers.values()), device_groups, not coupled, single,
+        [g if isinstance(g, slice) else d for g, d in zip(slices, device_groups, strict=True)], sorted(chained),
     )
     return plan, ""
+
+
+#: Autograd nodes that only move, copy or concatenate values: a weight built from shared parameters by
+#: these is a linear, sample-independent function of them, so its per-group gradients map back exactly.
+_SHAPE_OPS = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "PermuteBackward0", "TransposeBackward0",
+    "TBackward0", "CloneBackward0", "CatBackward0", "SqueezeBackward0", "SqueezeBackward1", "SqueezeBackward2",
+    "UnsqueezeBackward0", "AliasBackward0",
+})
+
+
+def _chain_leaves(node: object, index: dict[int, int]) -> list[int] | None:
+    """Positions in ``shared`` of the parameters ``node`` is made of by shape ops only (None otherwise)."""
+    name = type(node).__name__
+    if name == "AccumulateGrad":
+        j = index.get(id(node.variable))  # type: ignore[attr-defined]
+        return None if j is None else [j]
+    if name not in _SHAPE_OPS:
+        return None
+    leaves: list[int] = []
+    for child, _ in node.next_functions:  # type: ignore[attr-defined]
+        if child is None:
+            continue
+        sub = _chain_leaves(child, index)
+        if sub is None:
+            return None
+        leaves += sub
+    return leaves or None
+
+
+def _through_chain(node: object, grad: Tensor, index: dict[int, int]) -> list[tuple[int, Tensor]]:
+    """``grad`` of the tensor ``node`` produced, taken back to the shared parameters it is made of
+    (each shape op's own backward, called as a function: the public ``Node.__call__``)."""
+    if type(node).__name__ == "AccumulateGrad":
+        return [(index[id(node.variable)], grad)]  # type: ignore[attr-defined]
+    grads = node(grad)  # type: ignore[operator]
+    grads = (grads,) if isinstance(grads, Tensor) else grads
+    out: list[tuple[int, Tensor]] = []
+    for (child, _), g in zip(node.next_functions, grads, strict=True):  # type: ignore[attr-defined]
+        if child is not None and g is not None:
+            out += _through_chain(child, g, index)
+    return out
 
 
 def _kind(node: object) -> str:
@@ -417,9 +487,28 @@ def _unpack(c: _Consumer, batch: int) -> str:
     elif c.kind == "MmBackward0":
         c.saved = {"input": n._saved_self}  # type: ignore[attr-defined]
     x = c.saved["input"]
+    if c.kind in ("AddmmBackward0", "MmBackward0") and isinstance(x, Tensor) and x.dim() == 2 and x.shape[0] != batch:
+        rows = _rows_per_sample(n, c.kind, int(x.shape[0]), batch)
+        if rows:
+            c.saved["rows_per_sample"] = rows
+            return ""
     if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] != batch:
         return f"{c.kind} does not see the batch as leading dimension (shape {getattr(x, 'shape', None)})"
     return ""
+
+
+def _rows_per_sample(node: object, kind: str, rows: int, batch: int) -> int:
+    """m when a matrix product's input rows are m positions of each sample, sample-major: the input is
+    a view flattening a tensor whose first dimension is the batch (``nn.Linear`` or ``matmul`` on
+    (B, L, D) tokens or (B, P, C) positions); 0 otherwise (nothing is assumed about other layouts)."""
+    if rows % batch:
+        return 0
+    producer = node.next_functions[1 if kind == "AddmmBackward0" else 0][0]  # type: ignore[attr-defined]
+    if type(producer).__name__ not in ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0"):
+        return 0
+    sizes = [int(v) for v in producer._saved_self_sym_sizes]  # type: ignore[attr-defined]
+    m = rows // batch
+    return m if len(sizes) >= 3 and sizes[0] == batch and math.prod(sizes[1:-1]) == m else 0
 
 
 def _group_sum(per_sample: Tensor, groups: Sequence[Tensor | slice]) -> list[Tensor]:
@@ -489,12 +578,14 @@ def _consumer_grads(c: _Consumer, go: Tensor, groups: Sequence[Tensor | slice]) 
             out["weight"] = _group_sum(prod.sum(dims) if dims else prod, groups)
         if "bias" in c.slots:
             out["bias"] = _group_sum(go.sum(dims) if dims else go, groups)
-    else:  # AddmmBackward0 / MmBackward0: out = x @ W^T (+ b)
-        x = s["input"]
+    else:  # AddmmBackward0 / MmBackward0: out = x @ W^T (+ b), m sample-major rows per sample
+        x, m = s["input"], int(s.get("rows_per_sample", 1))  # type: ignore[call-overload]
+        if m > 1:
+            x, go = x.unflatten(0, (-1, m)), go.unflatten(0, (-1, m))
         if "weight" in c.slots:
-            out["weight"] = [go[g].t() @ x[g] for g in groups]
+            out["weight"] = [go[g].flatten(0, -2).t() @ x[g].flatten(0, -2) for g in groups]
         if "bias" in c.slots:
-            out["bias"] = _group_sum(go, groups)
+            out["bias"] = _group_sum(go.sum(1) if m > 1 else go, groups)
     return out
 
 
@@ -538,11 +629,20 @@ def _sample_groups(
     offsets, P = flat_views(shared)
     G = _reuse(buffer, (T, P), losses)
     written = [False] * len(shared)
+    index = {id(p): i for i, p in enumerate(shared)}
     with torch.no_grad():  # saved activations carry graph history; G must not
+        for j in plan.chained:  # accumulated into below, possibly from several consumers
+            G[:, offsets[j]: offsets[j] + shared[j].numel()].zero_()
+            written[j] = True
         for c, go in zip(plan.consumers, grads[: len(edges)], strict=True):
             if go is None:
                 continue
             for role, per_group in _consumer_grads(c, go, plan.groups).items():
+                if role in c.chains:
+                    for t, g in enumerate(per_group):
+                        for j, gj in _through_chain(c.chains[role], g, index):
+                            G[t, offsets[j]: offsets[j] + shared[j].numel()].add_(gj.reshape(-1))
+                    continue
                 j = c.slots[role]
                 block = G[:, offsets[j]: offsets[j] + shared[j].numel()]
                 for t, g in enumerate(per_group):
@@ -787,7 +887,7 @@ def self_check() -> str:
     a private interface. Once per process, on first use, a tiny network with every supported
     consumer (convolution on the GEMM and on the ``convolution_backward`` path, with and without
     bias, on a 1 x 1 map; per-task BatchNorm; eval-mode BatchNorm; ``nn.Linear`` with and without
-    bias; LayerNorm)
+    bias; LayerNorm; then weights built by shape-op chains and matrix products on per-position rows)
     is differentiated both ways, ``G`` and the Gramian path (both layer forms) against ``exact``.
     On a mismatch or an error it warns and ``auto`` uses ``exact`` from then on (and
     ``sample_groups`` refuses). The global RNG is left untouched.
@@ -862,4 +962,49 @@ def _run_self_check() -> str:
             errd = float((d - coef.to(ref) @ ref).abs().max())
             if not (errM <= 1e-4 * float(Mref.abs().max()) and errd <= 1e-4 * scale * 4):
                 return f"failed: Gramian path ({force}) differs from exact (M by {errM:.3g}, c^T G by {errd:.3g})"
+    return _run_chain_check()
+
+
+class _ChainedLayers(nn.Module):
+    """MoLA-Router's layout in miniature: a convolution whose weight concatenates a shared weight and
+    a flattened parameter (its fused base + adapter convolution), and a matrix product of a permuted,
+    reshaped parameter with every sample's positions (its 1x1 up-projection as ``matmul``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 3, 3, 3) * 0.3)
+        self.a = nn.Parameter(torch.randn(2, 1, 3, 3, 3) * 0.3)
+        self.b = nn.Parameter(torch.randn(2, 5, 1) * 0.3)
+        self.out = nn.Linear(5, 5, bias=False)  # with a bias, a 3-D input adds it by broadcasting (unsupported)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.conv2d(x, torch.cat([self.w, self.a.flatten(0, 1)]), padding=1)
+        base, h = y[:, :4], y[:, 4:]
+        up = torch.matmul(self.b.permute(1, 0, 2).reshape(5, 2), torch.relu(h).flatten(2))  # (B, 5, H*W)
+        tokens = self.out(up.transpose(1, 2))  # nn.Linear on (B, positions, 5): sample-major rows
+        return tokens.mean(1) + base.mean((2, 3)).sum(1, keepdim=True)
+
+
+def _run_chain_check() -> str:
+    """Weights consumed through shape-op chains and matrix products on per-position rows."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        net = _ChainedLayers()
+        heads = nn.ModuleList(nn.Linear(5, 3) for _ in range(3))
+        task = torch.tensor([0, 1, 1, 2, 2, 2, 0])
+        x, y = torch.randn(7, 3, 5, 5), torch.randint(0, 3, (7,))
+        groups = [torch.nonzero(task == t).flatten() for t in range(3)]
+        shared, others = list(net.parameters()), list(heads.parameters())
+
+        def losses() -> Tensor:
+            z = net(x)
+            return torch.stack([F.cross_entropy(h(z[g]), y[g]) for h, g in zip(heads, groups, strict=True)])
+
+        ref = _exact(losses(), shared, others, False).G
+        fast = task_gradients(losses(), shared, others, groups, "sample_groups")
+        if fast.mode != "sample_groups" or fast.G is None:
+            return "failed: sample_groups unavailable on the chained-weights check network"
+        err, scale = float((fast.G - ref).abs().max()), float(ref.abs().max())
+        if not err <= 1e-4 * scale:
+            return f"failed: per-task gradients through shape-op chains differ from exact by {err:.3g} (scale {scale:.3g})"
     return "passed"

@@ -1,0 +1,100 @@
+"""How long a run of the ``paper`` budget takes: its training FLOPs, priced two ways.
+
+No GPU run of the authors' recipes exists here, so the ``paper`` budget (``estimate: flops``) is an
+*estimate*, never a measurement, computed per run from its resolved configuration::
+
+    training GFLOP = 3 x F(backbone, image size) x images per epoch x epochs x c(method)
+
+* ``F``: one forward pass of the run's backbone on one image, counted by
+  ``torch.utils.flop_counter`` on a model built on the ``meta`` device (no memory, no compute);
+  the backward pass is taken as twice the forward (the usual 3x for training);
+* images per epoch: the budget's ``train_images`` for the table's dataset (the public release's
+  training images, approximate); a dataset without a count is priced at the budget's flat
+  ``estimate_s`` and the plan says so;
+* ``c``: the method's step cost relative to HPS (``execute.RELATIVE_COST``, from the benches).
+
+Priced (1) on a GPU of an assumed ``gpu_tflops`` effective TFLOP/s (the budget's; the plan's
+estimate) and (2) on this machine, from the bench's measured HPS step (``results/bench/
+architectures.json``: ResNet-18, 128 images of 28 px, the seconds one training GFLOP took there,
+scaled by this machine's matmul speed against the bench's). Heads, evaluation and data loading are
+not counted: dense heads (PSP on NYUv2) add to the backbone's FLOPs, so Tables 5 and 7 are
+under-estimates.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+#: Training FLOPs per image relative to one forward pass.
+TRAIN_OVER_FORWARD = 3.0
+
+
+@lru_cache(maxsize=None)
+def forward_gflops(backbone: str, height: int, width: int) -> float:
+    """GFLOP of one forward pass of ``backbone`` (a registered name) on one ``height`` x ``width`` image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from molabench.models.backbones import build_backbone
+
+    with torch.device("meta"):
+        model = build_backbone(backbone).eval()  # eval: BatchNorm of one image on 1x1 maps
+        image = torch.empty(1, 3, height, width)
+    with FlopCounterMode(display=False) as counter:
+        model(image)
+    return counter.get_total_flops() / 1e9
+
+
+def _size(image_size: Any) -> tuple[int, int]:
+    if isinstance(image_size, (list, tuple)):
+        return int(image_size[0]), int(image_size[1])
+    return int(image_size), int(image_size)
+
+
+def training_gflops(config: dict[str, Any], images: int, relative_cost: float) -> float:
+    """Training GFLOP of a run (its resolved configuration) over ``images`` training images per epoch."""
+    height, width = _size(config["data"]["image_size"])
+    per_image = forward_gflops(str(config["backbone"]["name"]), height, width)
+    return TRAIN_OVER_FORWARD * per_image * images * int(config["trainer"]["epochs"]) * relative_cost
+
+
+@lru_cache(maxsize=None)
+def _bench_seconds_per_gflop(bench: Path) -> tuple[float, float] | None:
+    """(seconds per training GFLOP, the bench machine's GFLOP/s) from the architectures bench's HPS step."""
+    try:
+        report = json.loads(bench.read_text())
+        runs = report["runs"]
+        hps = next(v for k, v in runs.items() if k.startswith("hps"))
+        config = report["config"]
+        side = int(str(config["input"]).split("x")[-1])
+        batch = int(config["batch"])
+        gflops = float(config["matmul_gflops_fp32"])
+    except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        return None
+    step_gflop = TRAIN_OVER_FORWARD * forward_gflops("resnet18", side, side) * batch
+    return float(hps["median_s"]) / step_gflop, gflops
+
+
+def cpu_seconds(gflop: float, bench: Path, machine_gflops: float | None) -> float | None:
+    """Seconds on this machine for ``gflop`` training GFLOP, priced by the bench (None without one)."""
+    found = _bench_seconds_per_gflop(bench)
+    if found is None:
+        return None
+    per_gflop, bench_speed = found
+    return gflop * per_gflop * (bench_speed / machine_gflops if machine_gflops else 1.0)
+
+
+def gpu_seconds(gflop: float, tflops: float) -> float:
+    return gflop / (tflops * 1000.0)
+
+
+def images_per_epoch(budget: dict[str, Any], paper_data: str) -> int | None:
+    counts = budget.get("train_images") or {}
+    value = counts.get(paper_data)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+__all__ = ["cpu_seconds", "forward_gflops", "gpu_seconds", "images_per_epoch", "training_gflops"]
