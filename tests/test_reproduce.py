@@ -228,13 +228,16 @@ def test_the_paper_budget_is_priced_by_training_flops(smoke_plan):
     assert estimate.forward_gflops("resnet18", 224, 224) == pytest.approx(3.64, rel=0.02)
     assert estimate.forward_gflops("resnet50", 224, 224) == pytest.approx(8.18, rel=0.02)
     run = next(r for r in smoke_plan.of_table(2) if r.method == "hps")
-    budget = {**smoke_plan.budget, "estimate": "flops", "gpu_tflops": 10, "train_images": {run.choice.paper_data: 1000}}
+    budget = {**smoke_plan.budget, "estimate": "flops", "gpu_tflops": 10, "train_images": {run.choice.data: 1000}}
     plan = dataclasses.replace(smoke_plan, budget=budget)
     gpu, _ = execute.flops_estimate_s(run, plan, None)
     side = run.config["data"]["image_size"]
     side = side if isinstance(side, int) else side[0]
-    expected = 3 * estimate.forward_gflops(run.config["backbone"]["name"], side, side) * 1000 * run.config["trainer"]["epochs"] / 10_000
+    forward = estimate.forward_gflops(run.config["backbone"]["name"], side, side, dict(run.config["backbone"]))
+    expected = 3 * forward * 1000 * run.config["trainer"]["epochs"] / 10_000
     assert gpu == pytest.approx(expected) and execute.estimate_s(run, plan, None) == gpu
-    # a dataset without an image count keeps the budget's flat estimate
+    # without an image count: the data's own n_train (built-in data), else the budget's flat estimate
     plan = dataclasses.replace(smoke_plan, budget={**budget, "train_images": {}})
-    assert execute.flops_estimate_s(run, plan, None) is None
+    n_train = run.config["data"].get("n_train")
+    fallback = execute.flops_estimate_s(run, plan, None)
+    assert (fallback[0] == pytest.approx(gpu * n_train / 1000)) if n_train else fallback is None

@@ -8,9 +8,9 @@ No GPU run of the authors' recipes exists here, so the ``paper`` budget (``estim
 * ``F``: one forward pass of the run's backbone on one image, counted by
   ``torch.utils.flop_counter`` on a model built on the ``meta`` device (no memory, no compute);
   the backward pass is taken as twice the forward (the usual 3x for training);
-* images per epoch: the budget's ``train_images`` for the table's dataset (the public release's
-  training images, approximate); a dataset without a count is priced at the budget's flat
-  ``estimate_s`` and the plan says so;
+* images per epoch: the budget's ``train_images`` for the dataset (the public release's training
+  images, approximate; per task for MedMNIST, summed over the run's tasks), else the data's own
+  ``n_train``; a dataset without a count is priced at the budget's flat ``estimate_s``;
 * ``c``: the method's step cost relative to HPS (``execute.RELATIVE_COST``, from the benches).
 
 Priced (1) on a GPU of an assumed ``gpu_tflops`` effective TFLOP/s (the budget's; the plan's
@@ -32,32 +32,57 @@ from typing import Any
 TRAIN_OVER_FORWARD = 3.0
 
 
-@lru_cache(maxsize=None)
-def forward_gflops(backbone: str, height: int, width: int) -> float:
-    """GFLOP of one forward pass of ``backbone`` (a registered name) on one ``height`` x ``width`` image."""
+def forward_gflops(backbone: str, height: int, width: int, options: dict[str, Any] | None = None) -> float:
+    """GFLOP of one forward pass of ``backbone`` (a registered name, built with ``options``: its
+    config's keys) on one ``height`` x ``width`` image."""
+    kwargs = {k: v for k, v in (options or {}).items() if k not in ("name", "mola_stages")}
+    if backbone.startswith("vit"):
+        kwargs.setdefault("image_size", height)  # as the trainer builds it (engine.algorithm.backbone_factory)
+    key = (backbone, height, width, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    if key not in _COUNTED:
+        _COUNTED[key] = _count_forward_gflops(backbone, height, width, kwargs)
+    return _COUNTED[key]
+
+
+_COUNTED: dict[tuple[Any, ...], float] = {}
+
+
+def _count_forward_gflops(backbone: str, height: int, width: int, kwargs: dict[str, Any]) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from molabench.models.backbones import build_backbone
 
     with torch.device("meta"):
-        model = build_backbone(backbone).eval()  # eval: BatchNorm of one image on 1x1 maps
-        image = torch.empty(1, 3, height, width)
+        model = build_backbone(backbone, **(kwargs or {})).eval()  # eval: BatchNorm of one image on 1x1 maps
+        image = torch.empty(1, int((kwargs or {}).get("in_channels", 3)), height, width)
     with FlopCounterMode(display=False) as counter:
         model(image)
     return counter.get_total_flops() / 1e9
 
 
-def _size(image_size: Any) -> tuple[int, int]:
-    if isinstance(image_size, (list, tuple)):
-        return int(image_size[0]), int(image_size[1])
-    return int(image_size), int(image_size)
+def image_shape(data: dict[str, Any], native: dict[str, Any] | None = None) -> tuple[int, int] | None:
+    """(height, width) a run's images have: ``image_size`` (a side or [h, w]), else ``height`` and
+    ``width``, else the dataset's native size from ``native`` (the budget's ``image_shape``)."""
+    size = data.get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size, size
+    if isinstance(data.get("height"), int) and isinstance(data.get("width"), int):
+        return int(data["height"]), int(data["width"])
+    shape = (native or {}).get(str(data.get("name")))
+    return (int(shape[0]), int(shape[1])) if isinstance(shape, (list, tuple)) and len(shape) == 2 else None
 
 
-def training_gflops(config: dict[str, Any], images: int, relative_cost: float) -> float:
-    """Training GFLOP of a run (its resolved configuration) over ``images`` training images per epoch."""
-    height, width = _size(config["data"]["image_size"])
-    per_image = forward_gflops(str(config["backbone"]["name"]), height, width)
+def training_gflops(config: dict[str, Any], images: int, relative_cost: float, native: dict[str, Any] | None = None) -> float | None:
+    """Training GFLOP of a run (its resolved configuration) over ``images`` training images per epoch;
+    None when its image size is unknown."""
+    shape = image_shape(config["data"], native)
+    if shape is None:
+        return None
+    height, width = shape
+    per_image = forward_gflops(str(config["backbone"]["name"]), height, width, dict(config["backbone"]))
     return TRAIN_OVER_FORWARD * per_image * images * int(config["trainer"]["epochs"]) * relative_cost
 
 
@@ -91,10 +116,18 @@ def gpu_seconds(gflop: float, tflops: float) -> float:
     return gflop / (tflops * 1000.0)
 
 
-def images_per_epoch(budget: dict[str, Any], paper_data: str) -> int | None:
-    counts = budget.get("train_images") or {}
-    value = counts.get(paper_data)
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+def images_per_epoch(budget: dict[str, Any], data_name: str, data: dict[str, Any] | None = None) -> int | None:
+    """Training images per epoch: the budget's ``train_images`` for ``data_name`` (a count, or one count
+    per task summed over the run's ``data.tasks``), else the data's own ``n_train`` (built-in data)."""
+    value = (budget.get("train_images") or {}).get(data_name)
+    if isinstance(value, dict):
+        tasks = (data or {}).get("tasks") or list(value)
+        counts = [value.get(t) for t in tasks]
+        return int(sum(counts)) if counts and all(isinstance(c, int) for c in counts) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    n_train = (data or {}).get("n_train")
+    return int(n_train) if isinstance(n_train, int) and not isinstance(n_train, bool) and n_train > 0 else None
 
 
-__all__ = ["cpu_seconds", "forward_gflops", "gpu_seconds", "images_per_epoch", "training_gflops"]
+__all__ = ["cpu_seconds", "forward_gflops", "gpu_seconds", "image_shape", "images_per_epoch", "training_gflops"]

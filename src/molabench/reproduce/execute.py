@@ -50,17 +50,33 @@ def _wall(run: PlannedRun) -> float | None:
     return float(wall) if record.get("status") == "complete" and isinstance(wall, (int, float)) else None
 
 
-def flops_estimate_s(run: PlannedRun, plan: Plan, gflops: float | None) -> tuple[float, float | None] | None:
+def flops_estimate_s(run: PlannedRun, plan: Plan, gflops: float | None, paper_data: bool = False) -> tuple[float, float | None] | None:
     """(GPU seconds, seconds on this machine) of a run of a budget with ``estimate: flops``, from its
-    training FLOPs (:mod:`molabench.reproduce.estimate`); None without an image count or a configuration."""
+    training FLOPs (:mod:`molabench.reproduce.estimate`) over the images of the data it runs on (the
+    table's own dataset with ``paper_data``); None without an image count, a size or a configuration."""
     from molabench.reproduce import estimate
 
-    images = estimate.images_per_epoch(dict(plan.budget), run.choice.paper_data)
-    if plan.budget.get("estimate") != "flops" or images is None or not run.config:
+    budget = dict(plan.budget)
+    config = (run.paper_config if run.choice.stand_in else run.config) if paper_data else run.config
+    if budget.get("estimate") != "flops" or not config:
         return None
-    gflop = estimate.training_gflops(run.config, images, RELATIVE_COST.get(run.method, 1.5))
+    images = estimate.images_per_epoch(budget, run.choice.paper_data if paper_data else run.choice.data, dict(config.get("data") or {}))
+    if images is None:
+        return None
+    gflop = estimate.training_gflops(config, images, RELATIVE_COST.get(run.method, 1.5), budget.get("image_shape"))
+    if gflop is None:
+        return None
     here = estimate.cpu_seconds(gflop, plan.results_dir / "bench" / "architectures.json", gflops)
     return estimate.gpu_seconds(gflop, float(plan.budget.get("gpu_tflops") or 25.0)), here
+
+
+def _with_data_key(run: PlannedRun) -> str:
+    """The identity the run would have with the table's own data (its configuration's fingerprint)."""
+    from molabench.engine.checkpoint import fingerprint
+
+    if run.choice.stand_in:
+        return fingerprint(run.paper_config) if run.paper_config else run.key
+    return run.identity or run.key
 
 
 def estimate_s(run: PlannedRun, plan: Plan, gflops: float | None) -> float:
@@ -114,8 +130,9 @@ def print_plan(plan: Plan, gflops: float | None, out: Callable[[str], None] = pr
         for r in nodata[:1]:
             out(f"       {len(nodata)} run(s) cannot run: {r.error}")
         if plan.budget.get("estimate") == "flops":
-            fresh = {(r.identity or r.key): r for r in runs if (r.identity or r.key) not in with_data}  # one per distinct run
-            priced = [p for r in fresh.values() if (p := flops_estimate_s(r, plan, gflops)) is not None]
+            # one per distinct run with the table's own data (a stand-in may merge what the paper's data keeps apart)
+            fresh = {k: r for r in runs if (k := _with_data_key(r)) not in with_data}
+            priced = [p for r in fresh.values() if (p := flops_estimate_s(r, plan, gflops, paper_data=True)) is not None]
             with_data.update(fresh)
             if priced:
                 here = [h for _, h in priced if h is not None]

@@ -20,6 +20,8 @@ that dataset is not at its configured root the table runs on the stand-in of
 
 from __future__ import annotations
 
+import contextlib
+
 import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -103,6 +105,9 @@ class PlannedRun:
     record: dict[str, Any] | None = None
     labels: list[str] = field(default_factory=list)  # the paper's row label(s) this run gives
     figure: bool = False  # a run for the analysis figures only (TableSpec.figures): no paper row
+    #: a stand-in run's configuration with the table's own dataset instead (``estimate: flops`` budgets:
+    #: what the run would cost with its data); None otherwise
+    paper_config: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -308,6 +313,10 @@ def make_plan(settings: Mapping[str, Any], config_dir: Path) -> Plan:
                     continue
                 if choice.missing:  # composed all the same: its labels, and the budget's estimate with the data
                     run.status, run.error = "no data", choice.missing
+                if choice.stand_in and budget.get("estimate") == "flops":
+                    own = [o for o in overrides if o != f"data={choice.data}" and o not in choice.overrides]
+                    with contextlib.suppress(Exception):  # only an estimate: a recipe that cannot compose is not priced
+                        run.paper_config = compose([*own, f"data={paper_data}"])
                 run.labels = [] if figure else row_labels(number, run)
                 if not figure and not any(label in paper_rows for label in run.labels) and not (run.method == BASELINE and has_delta):
                     plan.runs.remove(run)  # a sweep combination the paper does not print (Table 9 crosses more than it shows)
