@@ -21,6 +21,9 @@ best, every gradient method with exact gradients (per-task statistics) against E
 an earlier run's JSON reports how far every ratio moved (two fresh runs should agree within 10%).
 
     .venv/bin/python scripts/bench_weighting.py [--rounds 5] [--out results/bench/weighting_step.json] [--agree-with OLD.json]
+
+``--architecture mola_router`` (any registered architecture, its defaults) runs the same on it instead of HPS
+(e.g. ``--settings multi_input --bn-stats per_task --tasks 9 --out results/bench/weighting_step_mola_router.json``).
 """
 
 from __future__ import annotations
@@ -51,12 +54,15 @@ GRADIENT_METHODS = ["mgda", "mgda_ub", "pcgrad", "cagrad", "graddrop", "gradvac"
 EXTRA_VARIANTS = {"pcgrad[exact]": ("pcgrad", {"grad_mode": "exact"})}
 
 
+ARCHITECTURE = "hps"  # --architecture: any registered architecture with its defaults
+
+
 def make_setup(T: int, setting: str, batch: int, seed: int = 0, bn_stats: str = "batch"):
-    """HPS model, batch (sorted by task, as the training step sorts it for per-task statistics) and
+    """The model (``ARCHITECTURE``, HPS by default), batch (sorted by task, as the training step sorts it for per-task statistics) and
     the model's task-norm context (``None`` without per-task statistics)."""
     torch.manual_seed(seed)
     tasks = [TaskSpec(f"t{i}", 10) for i in range(T)]
-    model = ARCHITECTURES.build("hps", tasks=tasks, setting=setting, backbone=lambda: build_backbone("resnet18"))
+    model = ARCHITECTURES.build(ARCHITECTURE, tasks=tasks, setting=setting, backbone=lambda: build_backbone("resnet18"))
     algorithm = MultiTaskAlgorithm(model, build("ew"), {}, bn_stats)  # converts the BatchNorm layers for per_task
     x = torch.randn(batch, 3, 28, 28)
     task = torch.arange(batch) % T if setting == "multi_input" else torch.zeros(batch, dtype=torch.long)
@@ -222,9 +228,12 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["multi_input", "single_input"])
     parser.add_argument("--bn-stats", nargs="+", default=["per_task", "batch"], help="multi-input runs (single-input: batch)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--architecture", default="hps", help="a registered architecture, with its defaults (e.g. mola_router)")
     parser.add_argument("--out", type=Path, default=Path("results/bench/weighting_step.json"))
     parser.add_argument("--agree-with", type=Path, default=None, help="an earlier run's JSON: report how far every ratio moved")
     args = parser.parse_args()
+    global ARCHITECTURE
+    ARCHITECTURE = args.architecture
     from molabench.machine import matmul_gflops
 
     gflops_before = {"1": matmul_gflops(1), "2": matmul_gflops(2)}
@@ -234,7 +243,7 @@ def main() -> None:
     started = time.time()
     results: dict[str, object] = {
         "config": {
-            "architecture": "hps", "backbone": "resnet18 (torchvision, standard stem)", "input": "3x28x28",
+            "architecture": args.architecture, "backbone": "resnet18 (torchvision, standard stem)", "input": "3x28x28",
             "batch": args.batch, "rounds": args.rounds, "threads": args.threads, "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "sample_groups_self_check": self_check(),
