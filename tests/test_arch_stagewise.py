@@ -499,3 +499,21 @@ def test_per_task_batch_norm_keeps_tasks_apart_in_training(tiny_shapes, name):
         with algorithm.task_norm.scope(task):
             outs.append(arch(inputs, task).outputs[0])
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_the_selected_weights_are_evaluated_under_their_own_schedule(tmp_path):
+    """LTB evaluated during its warm-up epoch sums all parents; when that epoch is selected, the final
+    evaluation restores the schedule of that epoch (``on_epoch_start``), so the reported metrics are
+    the ones selection saw, not the post-warm-up arg-max network on warm-up weights."""
+    import json
+
+    from tests.cli import SMOKE, train
+
+    run = train(*SMOKE, "method=ltb", "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "trainer.optimizer.lr=1e-12",
+                "seed=0", "run_id=ltb", results=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    record = json.loads(next(tmp_path.rglob("ltb/record.json")).read_text())
+    selected = record["selection"]["epoch"]
+    assert selected == 1  # lr ~0: the warm-up epoch's evaluation is not beaten (ties keep the first)
+    seen = next(h for h in record["history"] if h["epoch"] == selected)
+    assert record["metrics"]["val"]["avg"]["acc"] == pytest.approx(seen["val/avg/acc"], abs=1e-9)

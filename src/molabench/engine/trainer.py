@@ -345,6 +345,9 @@ def fit(
     _pause_for_tests("final", epochs)
     if selector.best_state is not None:
         algorithm.load_state_dict(selector.best_state)
+        if selector.best_epoch >= 1:  # the model's own schedule as when these weights were evaluated (LTB's warm-up)
+            algorithm.epoch = selector.best_epoch - 1
+            algorithm.arch.on_epoch_start(selector.best_epoch - 1, epochs)
     notes = []
     metrics = {split: evaluate(algorithm, data, split, eval_batch_size, device, notes, dist=group) for split in data.splits}
     for split, values in metrics.items():
