@@ -32,6 +32,7 @@ from molabench.atomic import write_text_atomic
 from molabench.errors import DataError, MolabenchError
 from molabench.report.claims import FAILS, HOLDS, check_claims, verdict_text
 from molabench.report.paper import available_tables, load_table
+from molabench.reproduce.execute import duration
 
 #: Keys every table JSON must have for the page to show it.
 TABLE_KEYS = ("number", "title", "rows", "paper_columns", "our_columns")
@@ -280,7 +281,7 @@ def _meta_line(table: Table) -> str:
     if runs:
         parts.append(f"runs: {runs.get('complete', 0)} of {runs.get('planned', 0)} complete, {runs.get('failed', 0)} failed, {runs.get('to_do', 0)} to do")
     if runs.get("wall_s"):
-        parts.append(f"wall time of the complete runs {float(runs['wall_s']) / 60:.1f} min")
+        parts.append(f"wall time of the complete runs {duration(float(runs['wall_s']))}")
     return f'<p class="meta">{_e(" · ".join(parts))}</p>'
 
 

@@ -35,6 +35,7 @@ from molabench.atomic import atomic_write, write_text_atomic
 from molabench.data.base import TaskSpec
 from molabench.errors import DataError
 from molabench.report.paper import PaperTable, load_table
+from molabench.reproduce.execute import duration
 from molabench.report.records import iter_records
 from molabench.report.summary import BASELINE_METHOD, directions, mean_metrics, safe_delta_m
 from molabench.tasks import kind_of
@@ -260,16 +261,11 @@ def header_lines(table: Mapping[str, Any]) -> list[str]:
     lines = [
         f"budget {table['budget']}; seeds {', '.join(map(str, table['seeds']))}; data {table['data']}",
         f"runs: {runs['complete']} complete, {runs['failed']} failed, {runs['to_do']} to do (of {runs['planned']})"
-        + (f"; wall time of the complete runs {_duration(runs['wall_s'])}" if runs.get("wall_s") else ""),
+        + (f"; wall time of the complete runs {duration(runs['wall_s'])}" if runs.get("wall_s") else ""),
     ]
     if table.get("stand_in"):
         lines.append(f"stand-in: {table['stand_in']}")
     return lines
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{seconds / 60:.1f} min"
 
 
 def _aligned(table: Mapping[str, Any]) -> bool:
