@@ -21,7 +21,7 @@ demo: install
 # worker (module fixtures such as the 2-rank DDP launch run once). `make test workers=0`: in this process.
 workers ?= auto
 test: install
-	$(PY) -m pytest $(if $(filter 0,$(workers)),,-n $(workers) --dist loadfile)
+	$(PY) -m pytest --durations=15 $(if $(filter 0,$(workers)),,-n $(workers) --dist loadfile)
 
 # make reproduce [budget=smoke|cpu|paper] [tables=[2,4,5]] [dry_run=true] [launcher=slurm]: plans, runs what is
 # missing (re-run to continue), writes results/tables/table<N>_*, results/figures/, results/report/index.html.
