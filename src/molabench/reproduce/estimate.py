@@ -24,7 +24,7 @@ under-estimates.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def training_gflops(config: dict[str, Any], images: int, relative_cost: float, n
     return TRAIN_OVER_FORWARD * per_image * images * int(config["trainer"]["epochs"]) * relative_cost
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bench_seconds_per_gflop(bench: Path) -> tuple[float, float] | None:
     """(seconds per training GFLOP, the bench machine's GFLOP/s) from the architectures bench's HPS step."""
     try:

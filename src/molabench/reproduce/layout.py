@@ -35,9 +35,9 @@ from molabench.atomic import atomic_write, write_text_atomic
 from molabench.data.base import TaskSpec
 from molabench.errors import DataError
 from molabench.report.paper import PaperTable, load_table
-from molabench.reproduce.execute import duration
 from molabench.report.records import iter_records
 from molabench.report.summary import BASELINE_METHOD, directions, mean_metrics, safe_delta_m
+from molabench.reproduce.execute import duration
 from molabench.tasks import kind_of
 
 PLAN_NAME = "plan.json"

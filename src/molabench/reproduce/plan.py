@@ -21,7 +21,6 @@ that dataset is not at its configured root the table runs on the stand-in of
 from __future__ import annotations
 
 import contextlib
-
 import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
