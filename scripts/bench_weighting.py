@@ -54,15 +54,12 @@ GRADIENT_METHODS = ["mgda", "mgda_ub", "pcgrad", "cagrad", "graddrop", "gradvac"
 EXTRA_VARIANTS = {"pcgrad[exact]": ("pcgrad", {"grad_mode": "exact"})}
 
 
-ARCHITECTURE = "hps"  # --architecture: any registered architecture with its defaults
-
-
-def make_setup(T: int, setting: str, batch: int, seed: int = 0, bn_stats: str = "batch"):
-    """The model (``ARCHITECTURE``, HPS by default), batch (sorted by task, as the training step sorts it for per-task statistics) and
+def make_setup(T: int, setting: str, batch: int, seed: int = 0, bn_stats: str = "batch", architecture: str = "hps"):
+    """The model (``architecture`` with its defaults), batch (sorted by task, as the training step sorts it for per-task statistics) and
     the model's task-norm context (``None`` without per-task statistics)."""
     torch.manual_seed(seed)
     tasks = [TaskSpec(f"t{i}", 10) for i in range(T)]
-    model = ARCHITECTURES.build(ARCHITECTURE, tasks=tasks, setting=setting, backbone=lambda: build_backbone("resnet18"))
+    model = ARCHITECTURES.build(architecture, tasks=tasks, setting=setting, backbone=lambda: build_backbone("resnet18"))
     algorithm = MultiTaskAlgorithm(model, build("ew"), {}, bn_stats)  # converts the BatchNorm layers for per_task
     x = torch.randn(batch, 3, 28, 28)
     task = torch.arange(batch) % T if setting == "multi_input" else torch.zeros(batch, dtype=torch.long)
@@ -128,9 +125,9 @@ def exact_vs_reference(model, norm, x, task, y, T: int) -> dict[str, float]:
     return out
 
 
-def grad_agreement(T: int, batch: int, bn_stats: str) -> dict[str, float]:
+def grad_agreement(T: int, batch: int, bn_stats: str, architecture: str = "hps") -> dict[str, float]:
     """Cosine between exact and one-backward (``sample_groups``) per-task gradients, at init."""
-    model, x, task, y, norm = make_setup(T, "multi_input", batch, seed=1, bn_stats=bn_stats)
+    model, x, task, y, norm = make_setup(T, "multi_input", batch, seed=1, bn_stats=bn_stats, architecture=architecture)
     out = {}
     for mode in ("exact", "sample_groups"):
         fw, losses = forward(model, norm, x, task, y)
@@ -145,8 +142,8 @@ def grad_agreement(T: int, batch: int, bn_stats: str) -> dict[str, float]:
 CHEAP_RATIO, CHEAP_REPEATS = 3.0, 3
 
 
-def bench(T: int, setting: str, rounds: int, batch: int, bn_stats: str) -> dict[str, dict[str, float]]:
-    model, x, task, y, norm = make_setup(T, setting, batch, bn_stats=bn_stats)
+def bench(T: int, setting: str, rounds: int, batch: int, bn_stats: str, architecture: str = "hps") -> dict[str, dict[str, float]]:
+    model, x, task, y, norm = make_setup(T, setting, batch, bn_stats=bn_stats, architecture=architecture)
     methods = {name: (name, {}) for name in WEIGHTINGS.names()}
     if setting == "multi_input":
         methods.update(EXTRA_VARIANTS)
@@ -232,8 +229,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/bench/weighting_step.json"))
     parser.add_argument("--agree-with", type=Path, default=None, help="an earlier run's JSON: report how far every ratio moved")
     args = parser.parse_args()
-    global ARCHITECTURE
-    ARCHITECTURE = args.architecture
     from molabench.machine import matmul_gflops
 
     gflops_before = {"1": matmul_gflops(1), "2": matmul_gflops(2)}
@@ -257,12 +252,12 @@ def main() -> None:
         for bn_stats in args.bn_stats if setting == "multi_input" else ["batch"]:
             for T in args.tasks:
                 key = f"{setting}/T={T}" + (f"/bn_stats={bn_stats}" if setting == "multi_input" else "")
-                run = bench(T, setting, args.rounds, args.batch, bn_stats)
+                run = bench(T, setting, args.rounds, args.batch, bn_stats, args.architecture)
                 results["runs"][key] = run  # type: ignore[index]
                 worst = max(v["ratio_to_ew"] for k, v in run.items() if k in GRADIENT_METHODS)
                 print(f"{key}: worst gradient-method ratio {worst:.2f}x EW ({time.time() - started:.0f}s)", flush=True)
                 if setting == "multi_input":
-                    results["sample_groups_vs_exact"][f"T={T}/bn_stats={bn_stats}"] = grad_agreement(T, args.batch, bn_stats)  # type: ignore[index]
+                    results["sample_groups_vs_exact"][f"T={T}/bn_stats={bn_stats}"] = grad_agreement(T, args.batch, bn_stats, args.architecture)  # type: ignore[index]
     results["config"]["wall_s"] = round(time.time() - started, 1)  # type: ignore[index]
     results["config"]["matmul_gflops"] = {"before": gflops_before, "after": {"1": matmul_gflops(1), "2": matmul_gflops(2)}}  # type: ignore[index]
     results["goal"] = goal(results["runs"])  # type: ignore[arg-type]
