@@ -19,6 +19,21 @@ Besides time, for each configuration:
 Goal (issue 10): every efficient path's compute time within 10% of its FLOP ratio, i.e.
 ``compute_ratio / flop_ratio <= 1.10``; the authors' path is reported beside it.
 
+The per-task floor. ``single_task`` (one backbone per task, each run on its own task's samples only) is
+measured beside HPS as a reference: its FLOP ratio is 1, so its ``compute_ratio`` is what T separate
+backbones on about B/T samples each cost here against one backbone on all B — the small-batch price of
+any model with a whole network per task, which no routing removes (each task's weights are read, and
+its ops issued, for its ~B/T samples). CGC and PLE (1 shared + 1 expert per task) run exactly one
+HPS-like pass over the batch plus one such per-task pass, so their floor is
+``parts_ratio = 1 + single_task's compute_ratio`` and ``time_over_parts = compute_ratio / parts_ratio``
+says what the routing adds on top of the passes it must run (1.0 = nothing).
+
+The split, per architecture. ``<arch>[one task]`` is the efficient path on the same images with every
+sample labelled task 0: the same FLOPs per sample (one task's branch each), run at the whole batch.
+``split_ratio = compute(mixed batch) / compute(one-task batch)`` is what dividing the batch among T
+tasks' branches costs (small per-branch batches), and ``[one task]``'s own ``time_over_flops`` says
+how close the path is to its arithmetic cost when its branches run at full batch.
+
     .venv/bin/python scripts/bench_architectures.py [--rounds 3] [--out results/bench/architectures.json]
 """
 
@@ -41,6 +56,8 @@ from molabench.engine.algorithm import build_algorithm
 from molabench.machine import interleaved_update_times, matmul_gflops
 
 ARCHITECTURES = ["cross_stitch", "mmoe", "cgc", "ple", "dselect_k", "ltb", "mtan"]
+REFERENCE = "single_task"  # the per-task floor (module docstring)
+SHARED_PLUS_OWN = {"cgc", "ple"}  # one shared pass + one per-task pass per sample: floor = 1 + single_task
 
 
 class _Data:
@@ -106,21 +123,24 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     task = torch.randint(0, args.tasks, (args.batch,), generator=gen)
     batch = Batch(x=torch.randn(args.batch, 3, args.size, args.size, generator=gen), y=torch.randint(0, 10, (args.batch,), generator=gen), task=task)
+    one_task = Batch(x=batch.x, y=batch.y, task=torch.zeros_like(task))  # the same images, all task 0
     archs = args.archs.split(",")
     runs: dict[str, dict[str, Any]] = {}
     started = time.time()
     # One architecture at a time, interleaved with HPS: every ratio is measured side by side with its own
     # HPS steps, and the 100-million-parameter models (with Adam's state) are not all held at once.
-    for arch in archs:
-        labels = ["hps", arch, f"{arch}[authors]"]
+    for arch in [REFERENCE, *archs]:
+        labels = ["hps", arch] if arch == REFERENCE else ["hps", arch, f"{arch}[authors]", f"{arch}[one task]"]
+        batches = {label: one_task for label in labels if label.endswith("[one task]")}
         runners, facts = {}, {}
         for label in labels:
             torch.manual_seed(0)
             algorithm = build_algorithm(method(label), {"name": "resnet18"}, data)
             algorithm.configure_optimizers({"name": "adam", "lr": 1e-4}, None, total_steps=1000, steps_per_epoch=100)
+            own = batches.get(label, batch)
             facts[label] = {
-                "flops": forward_flops(algorithm, batch),
-                "saved_mb": saved_bytes(algorithm, batch) / 2**20,
+                "flops": forward_flops(algorithm, own),
+                "saved_mb": saved_bytes(algorithm, own) / 2**20,
                 "params_m": sum(p.numel() for p in algorithm.parameters()) / 1e6,
             }
             runners[label] = (algorithm, {k: v.clone() for k, v in algorithm.state_dict().items()})
@@ -135,7 +155,8 @@ def main() -> None:
         for label, (algorithm, _) in runners.items():
             timed(label, algorithm)
         times = interleaved_update_times(
-            runners, batch, args.rounds, name=arch, after_warmup=lambda ts=optimizer_times: [v.clear() for v in ts.values()]
+            runners, batch, args.rounds, name=arch, after_warmup=lambda ts=optimizer_times: [v.clear() for v in ts.values()],
+            batches=batches,
         )
         compute = {label: [t - o for t, o in zip(ts, optimizer_times[label], strict=True)] for label, ts in times.items()}
         hps_t, hps_c, hps_f = statistics.median(times["hps"]), statistics.median(compute["hps"]), facts["hps"]["flops"]
@@ -150,7 +171,17 @@ def main() -> None:
                 "saved_mb": round(facts[label]["saved_mb"], 1), "params_m": round(facts[label]["params_m"], 2),
             }
         del runners
-    efficient = {k: v["time_over_flops"] for k, v in runs.items() if not k.startswith("hps") and not k.endswith("[authors]")}
+    for arch in archs:
+        runs[arch]["split_ratio"] = runs[arch]["compute_ratio"] / runs[f"{arch}[one task]"]["compute_ratio"]
+    floor = runs[REFERENCE]["compute_ratio"]
+    for arch in sorted(SHARED_PLUS_OWN & set(archs)):
+        runs[arch]["parts_ratio"] = 1.0 + floor
+        runs[arch]["time_over_parts"] = runs[arch]["compute_ratio"] / (1.0 + floor)
+    efficient = {
+        k: v["time_over_flops"]
+        for k, v in runs.items()
+        if not k.startswith("hps") and not k.endswith(("[authors]", "[one task]")) and k != REFERENCE
+    }
     result = {
         "config": {
             "backbone": "resnet18 (standard stem)", "input": f"3x{args.size}x{args.size}", "batch": args.batch,
@@ -162,14 +193,21 @@ def main() -> None:
         },
         "runs": runs,
         "worst_time_over_flops": max(efficient.values()) if efficient else None,
+        "per_task_floor": {
+            "single_task_compute_ratio": floor,
+            "note": "T backbones on their own tasks' samples (FLOP ratio 1) against one on the whole batch; "
+            "CGC/PLE floor = 1 + this (parts_ratio); time_over_parts = compute_ratio / parts_ratio",
+        },
         "goal": "efficient paths: compute_ratio within 10% of flop_ratio (time_over_flops <= 1.10)",
     }
     write_json_atomic(args.out, result)
     print(f"matmul {gflops:.0f} GFLOP/s")
     for label, run in runs.items():
         print(
-            f"  {label:<22} step {run['time_ratio']:5.2f}x  compute {run['compute_ratio']:5.2f}x  flops {run['flop_ratio']:5.2f}x  "
+            f"  {label:<26} step {run['time_ratio']:5.2f}x  compute {run['compute_ratio']:5.2f}x  flops {run['flop_ratio']:5.2f}x  "
             f"time/flops {run['time_over_flops']:.2f}  saved {run['saved_mb']:7.1f} MB  spread {run['spread']:.0%}"
+            + (f"  split {run['split_ratio']:.2f}" if "split_ratio" in run else "")
+            + (f"  time/parts {run['time_over_parts']:.2f}" if "time_over_parts" in run else "")
         )
 
 

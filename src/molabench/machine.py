@@ -41,17 +41,21 @@ def interleaved_update_times(
     rounds: int,
     name: str = "",
     after_warmup: Callable[[], None] | None = None,
+    batches: Mapping[str, Any] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds of ``algorithm.update(batch)`` per runner (``label -> (algorithm, initial state)``),
     one step each per round in turn, every step from the same initial state: a slow drift of a shared
-    machine then hits every runner alike. Round 0 warms up (not timed; ``after_warmup`` runs after it)."""
+    machine then hits every runner alike. Round 0 warms up (not timed; ``after_warmup`` runs after it).
+    ``batches`` gives some runners a batch of their own instead of ``batch``."""
     times: dict[str, list[float]] = {label: [] for label in runners}
+    own = dict(batches or {})
     started = time.time()
     for r in range(rounds + 1):
         for label, (algorithm, state0) in runners.items():
             algorithm.load_state_dict(state0)
+            step_batch = own.get(label, batch)
             start = time.perf_counter()
-            algorithm.update(batch)
+            algorithm.update(step_batch)
             if r:
                 times[label].append(time.perf_counter() - start)
         if r == 0 and after_warmup is not None:
