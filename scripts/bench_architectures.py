@@ -40,12 +40,13 @@ how close the path is to its arithmetic cost when its branches run at full batch
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -103,19 +104,75 @@ def saved_bytes(algorithm: Any, batch: Batch) -> int:
     return sum(seen.values())
 
 
-def release_memory() -> None:
-    """Collect the last architecture's models and hand freed heap back to the system (glibc keeps it
-    otherwise, and four ~100 M-parameter models with Adam state per architecture add up)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def forward_flops(algorithm: Any, batch: Batch) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
         algorithm.forward_train(algorithm.prepare(batch))
     return counter.get_total_flops()
+
+
+def batches_for(args: argparse.Namespace) -> tuple[Batch, Batch]:
+    """The mixed-task batch (seeded) and the same images with every sample labelled task 0."""
+    gen = torch.Generator().manual_seed(0)
+    task = torch.randint(0, args.tasks, (args.batch,), generator=gen)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=gen)
+    batch = Batch(x=x, y=torch.randint(0, 10, (args.batch,), generator=gen), task=task)
+    return batch, Batch(x=batch.x, y=batch.y, task=torch.zeros_like(task))
+
+
+def measure(arch: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``arch``'s paths (efficient, authors', one-task batch; the reference has one) beside HPS, interleaved."""
+    torch.set_num_threads(args.threads)
+    data = _Data(args.tasks, args.size)
+    batch, one_task = batches_for(args)
+    labels = ["hps", arch] if arch == REFERENCE else ["hps", arch, f"{arch}[authors]", f"{arch}[one task]"]
+    batches = {label: one_task for label in labels if label.endswith("[one task]")}
+    runners, facts = {}, {}
+    optimizer_times: dict[str, list[float]] = {label: [] for label in labels}
+    clock: dict[str, float] = {}
+    for label in labels:
+        torch.manual_seed(0)
+        algorithm = build_algorithm(method(label), {"name": "resnet18"}, data)
+        algorithm.configure_optimizers({"name": "adam", "lr": 1e-4}, None, total_steps=1000, steps_per_epoch=100)
+        own = batches.get(label, batch)
+        facts[label] = {
+            "flops": forward_flops(algorithm, own),
+            "saved_mb": saved_bytes(algorithm, own) / 2**20,
+            "params_m": sum(p.numel() for p in algorithm.parameters()) / 1e6,
+        }
+        runners[label] = (algorithm, {k: v.clone() for k, v in algorithm.state_dict().items()})
+        # the optimiser's own share of each step, taken out of compute_ratio
+        algorithm.optimizer.register_step_pre_hook(lambda *_: clock.__setitem__("start", time.perf_counter()))
+        algorithm.optimizer.register_step_post_hook(
+            lambda *_, label=label: optimizer_times[label].append(time.perf_counter() - clock["start"])
+        )
+    times = interleaved_update_times(
+        runners,
+        batch,
+        args.rounds,
+        name=arch,
+        after_warmup=lambda: [v.clear() for v in optimizer_times.values()],
+        batches=batches,
+    )
+    compute = {label: [t - o for t, o in zip(ts, optimizer_times[label], strict=True)] for label, ts in times.items()}
+    hps_t, hps_c, hps_f = statistics.median(times["hps"]), statistics.median(compute["hps"]), facts["hps"]["flops"]
+    runs = {}
+    for label, ts in times.items():
+        median, median_c = statistics.median(ts), statistics.median(compute[label])
+        runs[f"hps (beside {arch})" if label == "hps" else label] = {
+            "min_s": min(ts),
+            "median_s": median,
+            "spread": (max(ts) - min(ts)) / median,
+            "rounds": len(ts),
+            "optimizer_s": statistics.median(optimizer_times[label]),
+            "time_ratio": median / hps_t,
+            "compute_ratio": median_c / hps_c,
+            "flop_ratio": facts[label]["flops"] / hps_f,
+            "time_over_flops": (median_c / hps_c) / (facts[label]["flops"] / hps_f),
+            "saved_mb": round(facts[label]["saved_mb"], 1),
+            "params_m": round(facts[label]["params_m"], 2),
+        }
+    return runs
 
 
 def main() -> None:
@@ -127,62 +184,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--archs", default=",".join(ARCHITECTURES), help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=Path("results/bench/architectures.json"))
+    parser.add_argument("--part", help=argparse.SUPPRESS)  # internal: measure one architecture, write --part-out
+    parser.add_argument("--part-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.part is not None:
+        write_json_atomic(args.part_out, measure(args.part, args))
+        return
+    unknown = sorted(set(args.archs.split(",")) - set(ARCHITECTURES))
+    if unknown:
+        raise SystemExit(f"bench_architectures: unknown architecture(s) {unknown} in --archs; choose from {ARCHITECTURES}")
+    archs = [a for a in ARCHITECTURES if a in args.archs.split(",")]
     gflops = matmul_gflops(args.threads)
-    data = _Data(args.tasks, args.size)
-    gen = torch.Generator().manual_seed(0)
-    task = torch.randint(0, args.tasks, (args.batch,), generator=gen)
-    batch = Batch(x=torch.randn(args.batch, 3, args.size, args.size, generator=gen), y=torch.randint(0, 10, (args.batch,), generator=gen), task=task)
-    one_task = Batch(x=batch.x, y=batch.y, task=torch.zeros_like(task))  # the same images, all task 0
-    archs = args.archs.split(",")
     runs: dict[str, dict[str, Any]] = {}
     started = time.time()
     # One architecture at a time, interleaved with HPS: every ratio is measured side by side with its own
-    # HPS steps, and the 100-million-parameter models (with Adam's state) are not all held at once.
+    # HPS steps. Each architecture runs in a process of its own, so that its four models (~100 M
+    # parameters each, with Adam's state, for most) are gone, heap included, before the next is built.
     for arch in [REFERENCE, *archs]:
-        labels = ["hps", arch] if arch == REFERENCE else ["hps", arch, f"{arch}[authors]", f"{arch}[one task]"]
-        batches = {label: one_task for label in labels if label.endswith("[one task]")}
-        runners, facts = {}, {}
-        for label in labels:
-            torch.manual_seed(0)
-            algorithm = build_algorithm(method(label), {"name": "resnet18"}, data)
-            algorithm.configure_optimizers({"name": "adam", "lr": 1e-4}, None, total_steps=1000, steps_per_epoch=100)
-            own = batches.get(label, batch)
-            facts[label] = {
-                "flops": forward_flops(algorithm, own),
-                "saved_mb": saved_bytes(algorithm, own) / 2**20,
-                "params_m": sum(p.numel() for p in algorithm.parameters()) / 1e6,
-            }
-            runners[label] = (algorithm, {k: v.clone() for k, v in algorithm.state_dict().items()})
-        optimizer_times: dict[str, list[float]] = {label: [] for label in labels}
-        clock: dict[str, float] = {}
-
-        def timed(label: str, algorithm: Any, optimizer_times: dict[str, list[float]] = optimizer_times, clock: dict[str, float] = clock) -> None:
-            optimizer = algorithm.optimizer
-            optimizer.register_step_pre_hook(lambda *_: clock.__setitem__("start", time.perf_counter()))
-            optimizer.register_step_post_hook(lambda *_: optimizer_times[label].append(time.perf_counter() - clock["start"]))
-
-        for label, (algorithm, _) in runners.items():
-            timed(label, algorithm)
-        times = interleaved_update_times(
-            runners, batch, args.rounds, name=arch, after_warmup=lambda ts=optimizer_times: [v.clear() for v in ts.values()],
-            batches=batches,
-        )
-        compute = {label: [t - o for t, o in zip(ts, optimizer_times[label], strict=True)] for label, ts in times.items()}
-        hps_t, hps_c, hps_f = statistics.median(times["hps"]), statistics.median(compute["hps"]), facts["hps"]["flops"]
-        for label, ts in times.items():
-            median, median_c = statistics.median(ts), statistics.median(compute[label])
-            key = f"hps (beside {arch})" if label == "hps" else label
-            runs[key] = {
-                "min_s": min(ts), "median_s": median, "spread": (max(ts) - min(ts)) / median, "rounds": len(ts),
-                "optimizer_s": statistics.median(optimizer_times[label]),
-                "time_ratio": median / hps_t, "compute_ratio": median_c / hps_c, "flop_ratio": facts[label]["flops"] / hps_f,
-                "time_over_flops": (median_c / hps_c) / (facts[label]["flops"] / hps_f),
-                "saved_mb": round(facts[label]["saved_mb"], 1), "params_m": round(facts[label]["params_m"], 2),
-            }
-        del runners, algorithm, times, compute
-        release_memory()  # the next architecture's four models need the room (cross_stitch..ltb: ~100 M parameters each)
+        with tempfile.TemporaryDirectory() as tmp:
+            part = Path(tmp) / "part.json"
+            command = [sys.executable, __file__, "--part", arch, "--part-out", str(part)]
+            for key in ("rounds", "batch", "tasks", "size", "threads"):
+                command += [f"--{key}", str(getattr(args, key))]
+            subprocess.run(command, check=True)
+            runs.update(json.loads(part.read_text()))
     for arch in archs:
         runs[arch]["split_ratio"] = runs[arch]["compute_ratio"] / runs[f"{arch}[one task]"]["compute_ratio"]
     floor = runs[REFERENCE]["compute_ratio"]
@@ -196,12 +221,22 @@ def main() -> None:
     }
     result = {
         "config": {
-            "backbone": "resnet18 (standard stem)", "input": f"3x{args.size}x{args.size}", "batch": args.batch,
-            "tasks": args.tasks, "setting": "multi_input", "weighting": "ew", "optimizer": "adam",
-            "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "matmul_gflops_fp32": round(gflops, 1), "wall_s": round(time.time() - started, 1),
-            "note": "step = algorithm.update; median over interleaved rounds; flop_ratio = training-forward FLOPs / HPS's",
+            "backbone": "resnet18 (standard stem)",
+            "input": f"3x{args.size}x{args.size}",
+            "batch": args.batch,
+            "tasks": args.tasks,
+            "setting": "multi_input",
+            "weighting": "ew",
+            "optimizer": "adam",
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "matmul_gflops_fp32": round(gflops, 1),
+            "wall_s": round(time.time() - started, 1),
+            "note": "step = algorithm.update; median over interleaved rounds; flop_ratio = training-forward FLOPs / HPS's; "
+            "one process per architecture",
         },
         "runs": runs,
         "worst_time_over_flops": max(efficient.values()) if efficient else None,
@@ -216,8 +251,9 @@ def main() -> None:
     print(f"matmul {gflops:.0f} GFLOP/s")
     for label, run in runs.items():
         print(
-            f"  {label:<26} step {run['time_ratio']:5.2f}x  compute {run['compute_ratio']:5.2f}x  flops {run['flop_ratio']:5.2f}x  "
-            f"time/flops {run['time_over_flops']:.2f}  saved {run['saved_mb']:7.1f} MB  spread {run['spread']:.0%}"
+            f"  {label:<26} step {run['time_ratio']:5.2f}x  compute {run['compute_ratio']:5.2f}x  "
+            f"flops {run['flop_ratio']:5.2f}x  time/flops {run['time_over_flops']:.2f}  saved {run['saved_mb']:7.1f} MB  "
+            f"spread {run['spread']:.0%}"
             + (f"  split {run['split_ratio']:.2f}" if "split_ratio" in run else "")
             + (f"  time/parts {run['time_over_parts']:.2f}" if "time_over_parts" in run else "")
         )
