@@ -38,3 +38,39 @@ def test_package_registries_list_every_module_on_first_lookup():
         "assert ARCHITECTURES.get('hps') is not None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_registered_builder_swallows_unknown_keywords():
+    """Every builder of every registry has an explicit signature, so ``Registry.build`` rejects a mistyped
+    config key in one line instead of the builder ignoring it (a ``**kwargs`` would switch the check off)."""
+    import inspect
+
+    from molabench.algorithms import ALGORITHMS
+    from molabench.architectures import ARCHITECTURES
+    from molabench.data import DATASETS
+    from molabench.engine.optim import OPTIMIZERS, SCHEDULERS
+    from molabench.models.backbones import BACKBONES
+    from molabench.penalties import PENALTIES
+    from molabench.tasks import TASK_KINDS
+    from molabench.weighting import WEIGHTINGS
+
+    swallowing = []
+    for registry in (ALGORITHMS, ARCHITECTURES, DATASETS, OPTIMIZERS, SCHEDULERS, BACKBONES, PENALTIES, TASK_KINDS, WEIGHTINGS):
+        for name in registry.names():
+            try:
+                params = inspect.signature(registry.get(name)).parameters.values()
+            except (TypeError, ValueError):
+                continue
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+                swallowing.append(f"{registry.kind} {name}")
+    assert swallowing == []
+
+
+def test_a_mistyped_weighting_or_penalty_key_is_rejected():
+    from molabench.penalties import PENALTIES
+    from molabench.weighting import build
+
+    with pytest.raises(ConfigError, match="weighting 'ew' does not take bogus"):
+        build("ew", num_tasks=3, bogus=1)
+    with pytest.raises(ConfigError, match="penalty 'twd' does not take omega_dims"):
+        PENALTIES.build("twd", arch=None, tasks=[], omega_dims=64)

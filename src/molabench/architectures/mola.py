@@ -193,11 +193,12 @@ class MoLA(Architecture):
 
 def _build(variant: Variant) -> Callable[..., MoLA]:
     def build(tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], **hparams: object) -> MoLA:
-        unknown = sorted(set(hparams) - set(inspect.signature(MoLA.__init__).parameters) - {"self", "tasks", "setting", "encoder", "variant"})
-        if unknown:
-            raise ConfigError(f"unknown MoLA architecture option(s) {unknown}; see configs/method/mola_{variant}.yaml")
         return MoLA(tasks, setting, backbone(), variant, **hparams)  # type: ignore[arg-type]
 
+    # MoLA's own options as the builder's signature: Registry.build checks config keys against it
+    own = [p for name, p in inspect.signature(MoLA.__init__).parameters.items() if name not in ("self", "tasks", "setting", "encoder", "variant")]
+    fixed = [p for name, p in inspect.signature(build).parameters.items() if name != "hparams"]
+    build.__signature__ = inspect.Signature(fixed + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])  # type: ignore[attr-defined]
     return build
 
 

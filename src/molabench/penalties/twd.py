@@ -79,7 +79,7 @@ class TwD(Penalty):
 @PENALTIES.register("twd")
 def twd(
     arch: Architecture, tasks: Sequence[TaskSpec], weight: float = 0.1, omega_dim: int = 32, tau: float = 1.0,
-    omega_map: str = "mlp", enabled: bool = True, **_: object,
+    omega_map: str = "mlp", enabled: bool = True,
 ) -> TwD:
     routers = getattr(arch, "routers", None)
     if not isinstance(routers, nn.ModuleList) or len(routers) == 0:

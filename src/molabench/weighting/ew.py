@@ -15,5 +15,6 @@ class EqualWeighting(LossWeighting):
 
 
 @WEIGHTINGS.register("ew")
-def ew(**_: object) -> EqualWeighting:
+def ew(num_tasks: int | None = None) -> EqualWeighting:
+    """No hyper-parameters; ``num_tasks`` (every weighting gets it) is not needed."""
     return EqualWeighting()

@@ -1,8 +1,9 @@
 """``@register(name)``: put a weighting class in the registry with checked hyper-parameters.
 
 Every builder accepts ``num_tasks`` (the trainer always passes it; methods with learnable or
-per-task state need it, the others ignore it) and rejects unknown hyper-parameters with a
-:class:`ConfigError` naming the valid ones, so a typo in ``method.weighting`` fails loudly.
+per-task state need it, the others ignore it). Its signature is the class's, so ``Registry.build``
+rejects an unknown hyper-parameter with a :class:`ConfigError` naming the valid ones: a typo in
+``method.weighting`` fails loudly.
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ def register(name: str) -> Callable[[W], W]:
     def decorator(cls: W) -> W:
         accepted = [p for p in inspect.signature(cls).parameters if p not in ("self",)]
 
-        def builder(**hparams: object) -> Weighting:
+        def builder(**hparams: object) -> Weighting:  # keys already checked by Registry.build against __signature__
             if "num_tasks" not in accepted:
                 hparams.pop("num_tasks", None)
-            unknown = sorted(set(hparams) - set(accepted))
-            if unknown:
-                raise ConfigError(
-                    f"weighting {name!r} has no hyper-parameter {', '.join(unknown)}; valid ones: {', '.join(accepted) or 'none'}"
-                )
             return cls(**hparams)
 
         builder.__doc__ = cls.__doc__
+        # the class's own parameters (+ num_tasks) as the builder's signature: Registry.build checks keys against it
+        params = [p for p in inspect.signature(cls).parameters.values() if p.name != "self"]
+        if "num_tasks" not in accepted:
+            params.append(inspect.Parameter("num_tasks", inspect.Parameter.KEYWORD_ONLY, default=None))
+        builder.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params], return_annotation=Weighting
+        )
         WEIGHTINGS.register(name)(builder)
         return cls
 
