@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import platform
 import time
@@ -68,9 +69,6 @@ def backbone_steps(tasks: int, n: int, size: int) -> dict[str, Callable[[], None
     xs = torch.randn(tasks, n, 3, size, size)
     x_all = xs.reshape(tasks * n, 3, size, size)
 
-    def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return _features(skeleton, p, b, x)
-
     def one_on_all() -> None:
         reference.forward_features(x_all).sum().backward()
 
@@ -79,7 +77,7 @@ def backbone_steps(tasks: int, n: int, size: int) -> dict[str, Callable[[], None
             experts[t].forward_features(xs[t]).sum().backward()
 
     def grouped() -> None:
-        vmap(one)(params, buffers, xs).sum().backward()
+        vmap(functools.partial(_features, skeleton))(params, buffers, xs).sum().backward()
 
     return {"one_on_all": one_on_all, "loop": loop, "vmap": grouped}
 
