@@ -1,7 +1,9 @@
 import pytest
 
 from molabench.errors import ConfigError
-from molabench.registry import Registry
+import inspect
+
+from molabench.registry import Registry, declare_keywords
 
 
 def test_registered_builder_is_called_with_kwargs():
@@ -74,3 +76,20 @@ def test_a_mistyped_weighting_or_penalty_key_is_rejected():
         build("ew", num_tasks=3, bogus=1)
     with pytest.raises(ConfigError, match="penalty 'twd' does not take omega_dims"):
         PENALTIES.build("twd", arch=None, tasks=[], omega_dims=64)
+
+
+def test_declare_keywords_makes_a_forwarder_check_its_target_s_keys():
+    class Target:
+        def __init__(self, a: int, *, rank: int = 8) -> None:
+            self.a, self.rank = a, rank
+
+    reg: Registry[Target] = Registry("thing")
+
+    def build(a: int, **hp: object) -> Target:
+        return Target(a, **hp)  # type: ignore[arg-type]
+
+    params = [p for n, p in inspect.signature(Target).parameters.items() if n != "a"]
+    reg.register("t")(declare_keywords(build, params))
+    assert reg.build("t", a=1, rank=4).rank == 4
+    with pytest.raises(ConfigError, match="does not take rnak; it accepts: a, rank"):
+        reg.build("t", a=1, rnak=4)

@@ -6,7 +6,7 @@ import difflib
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from molabench.errors import ConfigError
@@ -85,3 +85,17 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def declare_keywords(builder: Callable[..., T], params: Iterable[inspect.Parameter]) -> Callable[..., T]:
+    """Give a ``**kwargs`` forwarder the signature it really has, so :meth:`Registry.build` checks
+    config keys against it: ``builder``'s own named parameters, then ``params`` as keyword-only.
+
+    For builders that forward to a class (``def build(tasks, **hp): return Cls(tasks, **hp)``):
+    declaring the class's options keeps the one registry-wide rule, no builder swallows keys.
+    """
+    own = [p for p in inspect.signature(builder).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    builder.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        own + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+    )
+    return builder

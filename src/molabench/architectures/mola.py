@@ -34,6 +34,7 @@ from molabench.errors import ConfigError
 from molabench.models.mola import MoLAAdapted, Routing, build_router, default_stages, inject_mola
 from molabench.models.mola.inject import VIT_TARGETS
 from molabench.models.mola.layer import Factorization
+from molabench.registry import declare_keywords
 
 Variant = Literal["grad", "router"]
 
@@ -196,10 +197,8 @@ def _build(variant: Variant) -> Callable[..., MoLA]:
         return MoLA(tasks, setting, backbone(), variant, **hparams)  # type: ignore[arg-type]
 
     # MoLA's own options as the builder's signature: Registry.build checks config keys against it
-    own = [p for name, p in inspect.signature(MoLA.__init__).parameters.items() if name not in ("self", "tasks", "setting", "encoder", "variant")]
-    fixed = [p for name, p in inspect.signature(build).parameters.items() if name != "hparams"]
-    build.__signature__ = inspect.Signature(fixed + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])  # type: ignore[attr-defined]
-    return build
+    own = inspect.signature(MoLA.__init__).parameters
+    return declare_keywords(build, [p for name, p in own.items() if name not in ("self", "tasks", "setting", "encoder", "variant")])
 
 
 ARCHITECTURES.register("mola_grad")(_build("grad"))

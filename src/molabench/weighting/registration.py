@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from molabench.errors import ConfigError
+from molabench.registry import declare_keywords
 from molabench.weighting import WEIGHTINGS
 from molabench.weighting.base import Weighting
 
@@ -33,9 +34,7 @@ def register(name: str) -> Callable[[W], W]:
         params = [p for p in inspect.signature(cls).parameters.values() if p.name != "self"]
         if "num_tasks" not in accepted:
             params.append(inspect.Parameter("num_tasks", inspect.Parameter.KEYWORD_ONLY, default=None))
-        builder.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params], return_annotation=Weighting
-        )
+        declare_keywords(builder, params)
         WEIGHTINGS.register(name)(builder)
         return cls
 
