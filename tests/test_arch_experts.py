@@ -22,6 +22,7 @@ from molabench.engine.algorithm import MultiTaskAlgorithm
 from molabench.engine.optim import build_optimizer
 from molabench.errors import ConfigError
 from molabench.models.backbones import ResNetFeatures, build_backbone
+from molabench.models.encoder import Encoder
 from molabench.penalties import PENALTIES
 from molabench.penalties import load_all as load_penalties
 from molabench.penalties.base import PenaltyContext
@@ -42,17 +43,12 @@ def tiny_resnet() -> nn.Module:
     return ResNetFeatures(ResNet(BasicBlock, [1, 1, 1, 1]), in_channels=3, small_input=True)
 
 
-class NoMaps(nn.Module):
+class NoMaps(Encoder):
     """A backbone with pooled features only (the ViT contract: ``has_feature_maps = False``)."""
 
-    has_feature_maps = False
-    backbone_name = "vit_like"
-
     def __init__(self) -> None:
-        super().__init__()
-        self.out_dim = 6
+        super().__init__(6, "vit_like")
         self.net = nn.Linear(math.prod(SHAPE), 6)
-        self.stage_names: list[str] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1))

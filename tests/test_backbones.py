@@ -175,3 +175,24 @@ def test_vit_has_no_feature_maps():
         with pytest.raises(ConfigError, match="backbone vit_tiny has no spatial feature maps") as err:
             call(x)
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_backbone_keeps_the_encoder_contract(name):
+    """Every registered backbone is an Encoder: pooled features of ``out_dim`` and, when it has maps,
+    a final map of ``out_dim`` channels at ``output_stride`` equal to the last stage's ``feature_info``."""
+    from molabench.models.encoder import Encoder
+
+    kwargs = {"image_size": 16, "patch_size": 8} if name.startswith("vit") else {"small_input": True}
+    net = build_backbone(name, **kwargs).eval()
+    assert isinstance(net, Encoder) and net.backbone_name == name
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert net(x).shape == (2, net.out_dim)
+        if net.has_feature_maps:
+            final = net.forward_features(x)
+            assert final.shape == (2, net.out_dim, 16 // net.output_stride, 16 // net.output_stride)
+            assert net.feature_info[-1]["reduction"] == net.output_stride and net.stage_names
+            assert torch.equal(net.forward_stages(x)[-1], final)
+        else:
+            assert net.stage_names == [] and net.output_stride is None

@@ -8,6 +8,7 @@ from torch import nn
 
 from molabench.data.base import TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 from molabench.models.heads import DenseHead, PooledLinear, features_for, head_config, make_head
 
 SEG, DEPTH, NORMAL = (
@@ -18,12 +19,12 @@ SEG, DEPTH, NORMAL = (
 CLS = TaskSpec("cls", 7)
 
 
-class FakeEncoder(nn.Module):
+class FakeEncoder(Encoder):
     """Just what make_head reads from a backbone."""
 
     def __init__(self, out_dim: int = 2048, output_stride: int = 8, has_feature_maps: bool = True) -> None:
-        super().__init__()
-        self.out_dim, self.output_stride, self.has_feature_maps = out_dim, output_stride, has_feature_maps
+        super().__init__(out_dim, "fake")
+        self.output_stride, self.has_feature_maps = output_stride, has_feature_maps
 
 
 def _count(module):

@@ -172,7 +172,7 @@ def test_stage_ranks_and_errors() -> None:
         build("mola_grad", experts=T + 1)
     with pytest.raises(ConfigError, match="stage"):
         build("mola_router", stages=["layer9"])
-    with pytest.raises(ConfigError, match="architecture .mola_router. does not take rnak; it accepts: .*rank"):
+    with pytest.raises(ConfigError, match=r"architecture .mola_router. does not take rnak; it accepts: .*rank"):
         build("mola_router", rnak=3)
     with pytest.raises(ConfigError, match="router"):
         PENALTIES.build("twd", arch=build("mola_grad"), tasks=TASKS, weight=0.1)

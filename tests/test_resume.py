@@ -29,6 +29,7 @@ from molabench.engine.checkpoint import (
     load_checkpoint,
 )
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["trainer=smoke", "data.n_train=16", "data.n_val=8", "data.n_test=8", "data.image_size=16"]
@@ -99,14 +100,11 @@ def test_the_loader_continues_an_interrupted_epoch_exactly(tiny_shapes, batching
 # -- every piece of training state is checkpointed --------------------------------------------
 
 
-class _TinyEncoder(torch.nn.Module):
+class _TinyEncoder(Encoder):
     """A few thousand parameters (with BatchNorm buffers): checkpoints of kilobytes, not 180 MB."""
 
-    has_feature_maps = False
-
     def __init__(self, in_channels: int = 3, **_: Any) -> None:
-        super().__init__()
-        self.out_dim = 16
+        super().__init__(16, "tiny_test")
         self.net = torch.nn.Sequential(
             torch.nn.Conv2d(in_channels, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
             torch.nn.Dropout(0.2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),

@@ -10,20 +10,20 @@ from torch import nn
 from molabench.architectures.base import SharedEncoderWithHeads
 from molabench.data.base import TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 from molabench.weighting import WEIGHTINGS, StepContext, build, load_all
 
 load_all()
 T = 3
 
 
-class TinyEncoder(nn.Module):
+class TinyEncoder(Encoder):
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(16, "tiny")
         self.net = nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
             nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(),
         )
-        self.out_dim = 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

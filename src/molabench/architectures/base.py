@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from molabench.data.base import Setting, TaskSpec
+from molabench.models.encoder import Encoder
 
 
 @dataclass
@@ -87,13 +88,13 @@ class Architecture(nn.Module):
             kind_of(spec).check_spec(spec)
         self.features: Literal["pooled", "map"] = features_for(self.tasks)
 
-    def make_heads(self, encoder: nn.Module, tasks: Sequence[TaskSpec] | None = None) -> nn.ModuleList:
+    def make_heads(self, encoder: Encoder, tasks: Sequence[TaskSpec] | None = None) -> nn.ModuleList:
         """One head per task (or per given task) reading ``encoder``'s features."""
         from molabench.models.heads import make_head
 
         return nn.ModuleList(make_head(spec, encoder, self.head_cfg, self.features) for spec in (self.tasks if tasks is None else tasks))
 
-    def embed(self, encoder: nn.Module, x: Tensor) -> Tensor:
+    def embed(self, encoder: Encoder, x: Tensor) -> Tensor:
         """``encoder``'s features of ``x`` in the form the heads read (see ``features``)."""
         return encoder(x) if self.features == "pooled" else encoder.forward_features(x)
 
@@ -152,7 +153,7 @@ class SharedEncoderWithHeads(Architecture):
 
     shared_behind_representation = True
 
-    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, encoder: nn.Module, head: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, tasks: Sequence[TaskSpec], setting: Setting, encoder: Encoder, head: Mapping[str, Any] | None = None) -> None:
         super().__init__(tasks, setting, head)
         self.encoder = encoder
         self.heads = self.make_heads(encoder)

@@ -41,6 +41,7 @@ from molabench.architectures.experts import (
 )
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 
 class CGC(SharedAndTaskExperts):
@@ -48,7 +49,7 @@ class CGC(SharedAndTaskExperts):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        backbone: Callable[[], nn.Module],
+        backbone: Callable[[], Encoder],
         input_shape: Sequence[int] | None,
         shared_experts: int = 1,
         task_experts: int | Sequence[int] = 1,
@@ -98,7 +99,7 @@ class CGC(SharedAndTaskExperts):
 def cgc(
     tasks: Sequence[TaskSpec],
     setting: Setting,
-    backbone: Callable[[], nn.Module],
+    backbone: Callable[[], Encoder],
     input_shape: Sequence[int] | None = None,
     shared_experts: int = 1,
     task_experts: int | Sequence[int] = 1,

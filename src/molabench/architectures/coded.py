@@ -23,6 +23,7 @@ from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Architecture, Forward
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 BASES = ("uniform", "hps", "mola_grad", "mola_router")
 
@@ -82,7 +83,7 @@ class Coded(Architecture):
 
 @ARCHITECTURES.register("coded")
 def coded(
-    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None,
+    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], Encoder], head: Mapping[str, Any] | None = None,
     base: str = "uniform", code_dim: int = 2000, base_options: Mapping[str, Any] | None = None,
 ) -> Coded:
     if base not in BASES:

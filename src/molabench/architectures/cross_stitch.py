@@ -41,16 +41,17 @@ from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Architecture, Forward, task_groups
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 from molabench.models.task_norm import task_norm_rows
 
 STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 INITS: tuple[str, ...] = ("paper", "ones")
 
 
-def stage_wise_encoder(encoder: nn.Module, method: str) -> nn.Module:
+def stage_wise_encoder(encoder: Encoder, method: str) -> Encoder:
     """``encoder`` when it has the per-stage ResNet API (stem, layer1..layer4), else a one-line ConfigError."""
-    if not getattr(encoder, "has_feature_maps", False) or tuple(getattr(encoder, "stage_names", ())) != STAGES:
-        name = getattr(encoder, "backbone_name", type(encoder).__name__)
+    if not encoder.has_feature_maps or tuple(encoder.stage_names) != STAGES:
+        name = encoder.backbone_name
         raise ConfigError(
             f"method={method} is a stage-wise architecture (stem, layer1..layer4) and needs a ResNet backbone "
             f"(e.g. backbone=resnet18); backbone {name} has no stages"
@@ -101,7 +102,7 @@ class StageColumns(Architecture):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        backbone: Callable[[], nn.Module],
+        backbone: Callable[[], Encoder],
         head: Mapping[str, Any] | None,
         authors_routing: bool,
         method: str,
@@ -156,7 +157,7 @@ class CrossStitch(StageColumns):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        backbone: Callable[[], nn.Module],
+        backbone: Callable[[], Encoder],
         head: Mapping[str, Any] | None = None,
         init: str = "paper",
         authors_routing: bool = False,

@@ -55,6 +55,7 @@ from molabench.architectures.experts import (
 )
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 
 def smooth_step(u: Tensor, gamma: float = 1.0) -> Tensor:
@@ -101,7 +102,7 @@ class DSelectK(ExpertArchitecture):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        backbone: Callable[[], nn.Module],
+        backbone: Callable[[], Encoder],
         input_shape: Sequence[int] | None,
         num_experts: int | None = None,
         num_nonzeros: int = 2,
@@ -174,7 +175,7 @@ class DSelectK(ExpertArchitecture):
 def dselect_k(
     tasks: Sequence[TaskSpec],
     setting: Setting,
-    backbone: Callable[[], nn.Module],
+    backbone: Callable[[], Encoder],
     input_shape: Sequence[int] | None = None,
     num_experts: int | None = None,
     num_nonzeros: int = 2,

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from molabench.architectures.base import Architecture
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 Shape = tuple[int, ...]
 
@@ -176,10 +177,10 @@ def pool(z: Tensor) -> Tensor:
     return torch.flatten(F.adaptive_avg_pool2d(z, 1), 1) if z.dim() == 4 else z
 
 
-def single_sample_safe(expert: nn.Module, input_shape: Shape) -> bool:
+def single_sample_safe(expert: Encoder, input_shape: Shape) -> bool:
     """Whether a train-mode forward of one sample works (every BatchNorm sees more than one value per
     channel): true unless the backbone's final feature map of one ``input_shape`` image is 1×1."""
-    if not getattr(expert, "has_feature_maps", False):
+    if not expert.has_feature_maps:
         return True  # no spatial maps (ViT): LayerNorm, no batch statistics
     was_training = expert.training
     expert.eval()

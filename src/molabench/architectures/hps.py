@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from torch import nn
-
 from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import SharedEncoderWithHeads
 from molabench.data.base import Setting, TaskSpec
+from molabench.models.encoder import Encoder
 
 
 @ARCHITECTURES.register("hps")
 def hps(
-    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], Encoder], head: Mapping[str, Any] | None = None
 ) -> SharedEncoderWithHeads:
     return SharedEncoderWithHeads(tasks, setting, backbone(), head)

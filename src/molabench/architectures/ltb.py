@@ -51,6 +51,7 @@ from molabench.architectures.base import Forward, task_groups
 from molabench.architectures.cross_stitch import STAGES, StageColumns, head_input
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 EVAL_MODES: tuple[str, ...] = ("argmax", "sampling")
 
@@ -62,7 +63,7 @@ class LearningToBranch(StageColumns):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        backbone: Callable[[], nn.Module],
+        backbone: Callable[[], Encoder],
         head: Mapping[str, Any] | None = None,
         eval_mode: str = "argmax",
         authors_routing: bool = False,

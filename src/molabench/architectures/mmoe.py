@@ -29,6 +29,7 @@ from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Forward, task_groups
 from molabench.architectures.experts import ExpertArchitecture, PixelGate, assemble, check_count, check_input_shape, mix
 from molabench.data.base import Setting, TaskSpec
+from molabench.models.encoder import Encoder
 
 
 class MMoE(ExpertArchitecture):
@@ -36,7 +37,7 @@ class MMoE(ExpertArchitecture):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        backbone: Callable[[], nn.Module],
+        backbone: Callable[[], Encoder],
         input_shape: Sequence[int] | None,
         num_experts: int | None = None,
         authors_routing: bool = False,
@@ -82,7 +83,7 @@ class MMoE(ExpertArchitecture):
 def mmoe(
     tasks: Sequence[TaskSpec],
     setting: Setting,
-    backbone: Callable[[], nn.Module],
+    backbone: Callable[[], Encoder],
     input_shape: Sequence[int] | None = None,
     num_experts: int | None = None,
     authors_routing: bool = False,

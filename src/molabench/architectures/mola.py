@@ -31,6 +31,7 @@ from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Architecture, Forward, task_groups
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 from molabench.models.mola import MoLAAdapted, Routing, build_router, default_stages, inject_mola
 from molabench.models.mola.inject import VIT_TARGETS
 from molabench.models.mola.layer import Factorization
@@ -71,7 +72,7 @@ class MoLA(Architecture):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        encoder: nn.Module,
+        encoder: Encoder,
         variant: Variant,
         rank: int = 8,
         stage_ranks: object = None,
@@ -193,7 +194,7 @@ class MoLA(Architecture):
 
 
 def _build(variant: Variant) -> Callable[..., MoLA]:
-    def build(tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], **hparams: object) -> MoLA:
+    def build(tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], Encoder], **hparams: object) -> MoLA:
         return MoLA(tasks, setting, backbone(), variant, **hparams)  # type: ignore[arg-type]
 
     # MoLA's own options as the builder's signature: Registry.build checks config keys against it

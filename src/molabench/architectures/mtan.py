@@ -54,6 +54,7 @@ from molabench.architectures.cross_stitch import (
 )
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 from molabench.models.task_norm import task_norm_rows
 
 
@@ -91,7 +92,7 @@ class MTAN(Architecture):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        backbone: Callable[[], nn.Module],
+        backbone: Callable[[], Encoder],
         head: Mapping[str, Any] | None = None,
         authors_routing: bool = False,
     ) -> None:

@@ -49,14 +49,15 @@ from molabench.architectures.experts import (
 )
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 
-def level_input_shapes(expert: nn.Module, input_shape: Shape) -> list[Shape]:
+def level_input_shapes(expert: Encoder, input_shape: Shape) -> list[Shape]:
     """Shapes (C_i, H_i, W_i) of one sample's input to each level (stem, then every stage), and of
     the last level's output (appended): one eval-mode forward of a zero image."""
-    names = list(getattr(expert, "stage_names", []) or [])
-    if not getattr(expert, "has_feature_maps", False) or not names or not hasattr(expert, "forward_stem"):
-        label = getattr(expert, "backbone_name", type(expert).__name__)
+    names = list(expert.stage_names)
+    if not expert.has_feature_maps or not names:
+        label = expert.backbone_name
         raise ConfigError(
             f"method=ple cuts every expert into stem + stages (layer1..layer4) and backbone {label} has no stages: "
             "use a ResNet backbone (e.g. backbone=resnet18)"
@@ -83,7 +84,7 @@ class PLE(SharedAndTaskExperts):
         self,
         tasks: Sequence[TaskSpec],
         setting: Setting,
-        backbone: Callable[[], nn.Module],
+        backbone: Callable[[], Encoder],
         input_shape: Sequence[int] | None,
         shared_experts: int = 1,
         task_experts: int | Sequence[int] = 1,
@@ -116,7 +117,7 @@ class PLE(SharedAndTaskExperts):
             for spec, m in zip(self.tasks, self.num_task_experts, strict=True)
         )
 
-    def level(self, expert: nn.Module, i: int, h: Tensor) -> Tensor:
+    def level(self, expert: Encoder, i: int, h: Tensor) -> Tensor:
         """Level ``i`` of ``expert``: the stem (i = 0) or stage i."""
         return expert.forward_stem(h) if i == 0 else expert.forward_stage(self.level_names[i], h)
 
@@ -165,7 +166,7 @@ class PLE(SharedAndTaskExperts):
 def ple(
     tasks: Sequence[TaskSpec],
     setting: Setting,
-    backbone: Callable[[], nn.Module],
+    backbone: Callable[[], Encoder],
     input_shape: Sequence[int] | None = None,
     shared_experts: int = 1,
     task_experts: int | Sequence[int] = 1,

@@ -14,13 +14,14 @@ from torch import Tensor, nn
 from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Architecture, Forward, task_groups
 from molabench.data.base import Setting, TaskSpec
+from molabench.models.encoder import Encoder
 
 
 class SingleTask(Architecture):
     has_shared_representation = False
 
     def __init__(
-        self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+        self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], Encoder], head: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__(tasks, setting, head)
         self.encoders = nn.ModuleList(backbone() for _ in self.tasks)
@@ -48,7 +49,7 @@ class SingleTask(Architecture):
 
 @ARCHITECTURES.register("single_task")
 def single_task(
-    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], Encoder], head: Mapping[str, Any] | None = None
 ) -> SingleTask:
     return SingleTask(tasks, setting, backbone, head)
 

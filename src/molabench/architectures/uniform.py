@@ -18,13 +18,14 @@ from molabench.architectures import ARCHITECTURES
 from molabench.architectures.base import Architecture
 from molabench.data.base import Setting, TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 
 class Uniform(Architecture):
     head_sharing = "shared"
 
     def __init__(
-        self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+        self, tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], Encoder], head: Mapping[str, Any] | None = None
     ) -> None:
         if setting == "single_input" or any(spec.kind != "classification" for spec in tasks):
             raise ConfigError(
@@ -61,6 +62,6 @@ class Uniform(Architecture):
 
 @ARCHITECTURES.register("uniform")
 def uniform(
-    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], nn.Module], head: Mapping[str, Any] | None = None
+    tasks: Sequence[TaskSpec], setting: Setting, backbone: Callable[[], Encoder], head: Mapping[str, Any] | None = None
 ) -> Uniform:
     return Uniform(tasks, setting, backbone, head)

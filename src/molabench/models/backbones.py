@@ -1,7 +1,7 @@
 """Feature extractors by name.
 
-A backbone maps images (B, C, H, W) to pooled features (B, D) with ``forward`` and exposes
-``out_dim`` (= D). ResNets keep torchvision's module names (``conv1``, ``layer1`` .. ``layer4``)
+Every backbone is an :class:`~molabench.models.encoder.Encoder` (the contract: pooled ``forward``,
+``out_dim``, ``has_feature_maps`` and the per-stage API). ResNets keep torchvision's module names (``conv1``, ``layer1`` .. ``layer4``)
 so that adapters can be injected by stage, and expose a timm-like per-stage API for dense
 heads and stage-wise architectures (Cross-Stitch, MTAN, LTB, FPN-like heads)::
 
@@ -43,9 +43,10 @@ import torch
 from torch import nn
 
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 from molabench.registry import Registry
 
-BACKBONES: Registry[nn.Module] = Registry("backbone")
+BACKBONES: Registry[Encoder] = Registry("backbone")
 
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -108,7 +109,7 @@ def dilate_resnet(net: nn.Module, replace_stride_with_dilation: Sequence[bool] =
     return net
 
 
-class ResNetFeatures(nn.Module):
+class ResNetFeatures(Encoder):
     """A torchvision ResNet without its classifier.
 
     ``forward`` returns pooled features (B, D); the per-stage API (module docstring) returns
@@ -118,8 +119,8 @@ class ResNetFeatures(nn.Module):
 
     has_feature_maps = True
 
-    def __init__(self, net: nn.Module, in_channels: int, small_input: bool) -> None:
-        super().__init__()
+    def __init__(self, net: nn.Module, in_channels: int, small_input: bool, name: str = "resnet") -> None:
+        super().__init__(net.fc.in_features, name)
         if small_input:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
             net.maxpool = nn.Identity()
@@ -127,9 +128,7 @@ class ResNetFeatures(nn.Module):
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.out_dim: int = net.fc.in_features
-        self.stage_names: list[str] = list(STAGE_NAMES)
-        self.stages = self.stage_names  # older name, kept for callers
+        self.stage_names = list(STAGE_NAMES)
         reduction = _stem_stride(self.conv1, self.maxpool)
         info = []
         for name in self.stage_names:
@@ -137,8 +136,8 @@ class ResNetFeatures(nn.Module):
             reduction *= _stage_stride(stage)
             channels = [m.out_channels for m in stage.modules() if isinstance(m, nn.Conv2d)][-1]
             info.append({"module": name, "num_chs": int(channels), "reduction": reduction})
-        self.feature_info: list[dict[str, int | str]] = info
-        self.output_stride: int = reduction
+        self.feature_info = info
+        self.output_stride = reduction
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """``maxpool(relu(bn1(conv1(x))))``: (B, 64, H / s, W / s), s = 4 (1 with ``small_input``)."""
@@ -191,10 +190,6 @@ class ResNetFeatures(nn.Module):
         x = self.forward_stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """Older name of :meth:`forward_features`."""
-        return self.forward_features(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.forward_features(x), 1), 1)
 
@@ -245,77 +240,45 @@ def _torchvision_resnet(
     net = getattr(torchvision.models, name)(weights=weights, **extra)
     if dilation == "convert":
         dilate_resnet(net, (False, True, True))
-    features = ResNetFeatures(net, in_channels, small_input)
+    features = ResNetFeatures(net, in_channels, small_input, name + ("_dilated" if dilation else ""))
     if pretrained not in (None, "hub"):
         _load_local(features, pretrained)
     return features
 
 
 @BACKBONES.register("resnet18")
-def resnet18(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+def resnet18(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> Encoder:
     """ResNet-18 (11.18 M parameters without fc), output stride 32 (8 with ``small_input``)."""
     return _torchvision_resnet("resnet18", in_channels, small_input, pretrained)
 
 
 @BACKBONES.register("resnet50")
-def resnet50(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+def resnet50(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> Encoder:
     """ResNet-50 (23.51 M parameters without fc), output stride 32 (8 with ``small_input``)."""
     return _torchvision_resnet("resnet50", in_channels, small_input, pretrained)
 
 
 @BACKBONES.register("resnet18_dilated")
-def resnet18_dilated(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+def resnet18_dilated(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> Encoder:
     """ResNet-18 with layer3/layer4 dilated (:func:`dilate_resnet`): output stride 8 (2 with
     ``small_input``); same parameters as ``resnet18``."""
     return _torchvision_resnet("resnet18", in_channels, small_input, pretrained, dilation="convert")
 
 
 @BACKBONES.register("resnet50_dilated")
-def resnet50_dilated(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+def resnet50_dilated(in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> Encoder:
     """Torchvision ``resnet50(replace_stride_with_dilation=[False, True, True])``: output stride 8
     (2 with ``small_input``), 23,508,032 parameters without fc (the NYUv2 encoder of dense.md)."""
     return _torchvision_resnet("resnet50", in_channels, small_input, pretrained, dilation="torchvision")
 
 
-class TimmFeatures(nn.Module):
-    """A timm model with its classifier removed (``num_classes=0``): pooled features only."""
-
-    has_feature_maps = False
+class TimmFeatures(Encoder):
+    """A timm model with its classifier removed (``num_classes=0``): pooled features only, no
+    stages (the :class:`Encoder` defaults raise on every map method)."""
 
     def __init__(self, net: nn.Module, name: str = "vit") -> None:
-        super().__init__()
+        super().__init__(net.num_features, name)
         self.net = net
-        self.out_dim: int = net.num_features
-        self.backbone_name = name
-        self.stage_names: list[str] = []
-        self.feature_info: list[dict[str, int | str]] = []
-
-    def _no_maps(self) -> ConfigError:
-        return ConfigError(
-            f"backbone {self.backbone_name} has no spatial feature maps: dense tasks and stage-wise architectures "
-            "need a ResNet backbone (e.g. backbone=resnet18_dilated)"
-        )
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise self._no_maps()
-
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        raise self._no_maps()
-
-    def forward_stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        raise self._no_maps()
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        raise self._no_maps()
-
-    def stage_blocks(self, name: str) -> nn.Sequential:
-        raise self._no_maps()
-
-    def forward_stage_body(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        raise self._no_maps()
-
-    def forward_stage_last(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        raise self._no_maps()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -327,7 +290,7 @@ def vit_tiny(
     image_size: int = 224,
     patch_size: int | None = None,
     pretrained: str | None = None,
-) -> nn.Module:
+) -> Encoder:
     """ViT-Tiny (192-d, 12 blocks, 3 heads). Patch 16 at 224px; patch size defaults to image_size // 7."""
     import timm
 
@@ -351,7 +314,7 @@ def vit_tiny(
     return features
 
 
-def build_backbone(name: str, **kwargs: object) -> nn.Module:
+def build_backbone(name: str, **kwargs: object) -> Encoder:
     """The backbone ``name`` built with ``kwargs``; a key its builder does not declare raises a
     one-line :class:`ConfigError` (``backbone=<name> does not take backbone.<key>; it accepts: ...``)."""
     builder = BACKBONES.get(name)

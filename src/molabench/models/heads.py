@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from molabench.data.base import TaskSpec
 from molabench.errors import ConfigError
+from molabench.models.encoder import Encoder
 
 Features = Literal["pooled", "map"]
 
@@ -203,7 +204,7 @@ def features_for(tasks: Sequence[TaskSpec]) -> Features:
 
 def make_head(
     spec: TaskSpec,
-    encoder: nn.Module | int,
+    encoder: Encoder | int,
     cfg: Mapping[str, Any] | None = None,
     features: Features | None = None,
 ) -> nn.Module:
@@ -223,9 +224,9 @@ def make_head(
         out_dim, stride, has_maps, label = encoder, None, False, "this backbone"
     else:
         out_dim = int(encoder.out_dim)
-        stride = getattr(encoder, "output_stride", None)
-        has_maps = bool(getattr(encoder, "has_feature_maps", False))
-        label = f"backbone {getattr(encoder, 'backbone_name', type(encoder).__name__)}"
+        stride = encoder.output_stride
+        has_maps = encoder.has_feature_maps
+        label = f"backbone {encoder.backbone_name}"
     features = features or ("map" if kind.dense else "pooled")
     if features not in ("pooled", "map"):
         raise ConfigError(f"head features must be 'pooled' or 'map', got {features!r}")
