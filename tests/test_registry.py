@@ -1,8 +1,8 @@
+import inspect
+
 import pytest
 
 from molabench.errors import ConfigError
-import inspect
-
 from molabench.registry import Registry, declare_keywords
 
 
