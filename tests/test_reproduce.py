@@ -94,6 +94,10 @@ def test_killed_midway_it_continues_with_only_what_is_missing_and_make_tables_re
     assert code == 0, out
     assert "[1/2] table 10" in out and "[3/" not in out  # only the two missing runs
     assert "reproduce summary: 3 distinct run(s): 3 complete, 0 failed, 0 to do" in out
+    # the runs read MoLA's keys through their interpolations (method.omega_dim behind the architecture's)
+    records = [json.loads(p.read_text()) for p in results.glob("runs/reproduce/smoke/**/record.json")]
+    assert len(records) == 3 and all(r["config_unread"] == [] for r in records), [r["config_unread"] for r in records]
+    assert "never read" not in out
     table = json.loads((results / "tables" / "table10_omega_dim.json").read_text())
     assert [row["label"] for row in table["rows"]] == list(load_table("table10_omega_dim").rows)
     assert all(row["status"] == "ok" and "Avg" in row["ours"] for row in table["rows"])

@@ -165,7 +165,7 @@ def run_here(plan: Plan, gflops: float | None, out: Callable[[str], None] = prin
         out(f"{tag} — starting ({'resuming' if planned.status in ('interrupted', 'running') else 'new'}; about {duration(left)} left)")
         t0 = time.perf_counter()
         try:
-            record = train_one(dict(planned.config), list(planned.overrides), parallel_job=False)
+            record = train_one(dict(planned.config), list(planned.overrides), parallel_job=False, sources=planned.sources)
         except MolabenchError as exc:
             counts["failed"] += 1
             out(f"{tag} — failed: {one_line(str(exc))}")

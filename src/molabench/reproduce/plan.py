@@ -107,6 +107,8 @@ class PlannedRun:
     #: a stand-in run's configuration with the table's own dataset instead (``estimate: flops`` budgets:
     #: what the run would cost with its data); None otherwise
     paper_config: dict[str, Any] | None = None
+    #: interpolation target -> sources of ``config`` (what the run's read tracker needs; not saved)
+    sources: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -181,20 +183,39 @@ def sweep_grid(config_dir: Path, name: str) -> tuple[dict[str, str], list[tuple[
 # -- data: real or stand-in ----------------------------------------------------------------------
 
 
+class Composer:
+    """``compose(overrides)``: the resolved run configuration (``configs/config.yaml``) as a dict;
+    :meth:`with_sources` also gives its interpolation sources, which the run's read tracker needs
+    (``method.rank`` counts as read through ``method.architecture.rank: ${..rank}``)."""
+
+    def _compose(self, overrides: Sequence[str]) -> Any:
+        from hydra import compose
+
+        return compose(config_name="config", overrides=list(overrides))
+
+    def __call__(self, overrides: Sequence[str]) -> dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(self._compose(overrides), resolve=True)  # type: ignore[return-value]
+
+    def with_sources(self, overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        from omegaconf import OmegaConf
+
+        from molabench.config_reads import interpolation_sources
+
+        cfg = self._compose(overrides)
+        return OmegaConf.to_container(cfg, resolve=True), interpolation_sources(cfg)  # type: ignore[return-value]
+
+
 @contextmanager
-def composer(config_dir: Path) -> Iterator[Any]:
-    """``compose(overrides) -> resolved dict`` of the run configuration (``configs/config.yaml``)."""
-    from hydra import compose, initialize_config_dir
+def composer(config_dir: Path) -> Iterator[Composer]:
+    """A :class:`Composer` over ``config_dir`` (Hydra initialised for the duration)."""
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-
-        def run(overrides: Sequence[str]) -> dict[str, Any]:
-            return OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)), resolve=True)  # type: ignore[return-value]
-
-        yield run
+        yield Composer()
 
 
 def present_tasks(data_cfg: Mapping[str, Any]) -> list[str] | None:
@@ -304,7 +325,7 @@ def make_plan(settings: Mapping[str, Any], config_dir: Path) -> Plan:
                 overrides.append(f"results_dir={results_dir}")
                 run.overrides = tuple(overrides)
                 try:
-                    run.config = compose(overrides)
+                    run.config, run.sources = compose.with_sources(overrides)
                 except Exception as exc:  # a sweep value this budget cannot compose: the row says why
                     from molabench.errors import one_line
 
