@@ -190,6 +190,10 @@ def test_the_layout_gives_every_paper_row_its_status_and_cells():
     assert rows["Single-Task"]["status"] == "missing" and "not in molabench" in rows["Single-Task"]["reason"]
     assert rows["HPS"]["paper"]["Avg"] == 84.98 and table["stand_in"] is None and table["our_columns"] == table["paper_columns"]
     assert "| HPS | 2 | 81.00 ± 1.41 (85.59) |" in layout.to_markdown(table)
+    assert table["seeds"] == [0, 1] and "seeds 0, 1;" in layout.to_markdown(table)
+    # a table the budget gives fewer seeds (an ablation: one) says so in its header
+    plan["runs"] = [r for r in runs if r["seed"] == 0]
+    assert layout.build_table(2, plan, records)["seeds"] == [0]
 
 
 @pytest.mark.parametrize(
