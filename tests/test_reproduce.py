@@ -249,3 +249,14 @@ def test_the_paper_budget_is_priced_by_training_flops(smoke_plan):
     n_train = run.config["data"].get("n_train")
     fallback = execute.flops_estimate_s(run, plan, None)
     assert (fallback[0] == pytest.approx(gpu * n_train / 1000)) if n_train else fallback is None
+
+
+def test_a_smaller_budget_never_writes_over_a_larger_reproduction(tmp_path):
+    from molabench.reproduce.outputs import output_dir
+
+    assert output_dir(tmp_path, "smoke") == tmp_path  # nothing saved yet: results/
+    for budget in ("smoke", "cpu"):
+        (tmp_path / "runs" / "reproduce" / budget).mkdir(parents=True)
+        (tmp_path / "runs" / "reproduce" / budget / "plan.json").write_text("{}")
+    assert output_dir(tmp_path, "cpu") == tmp_path
+    assert output_dir(tmp_path, "smoke") == tmp_path / "runs" / "reproduce" / "smoke"

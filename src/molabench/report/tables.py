@@ -389,13 +389,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _paper_layout(results: Path) -> int:
     """The reproduction's paper-layout tables and report page, rebuilt from its saved plans and records
-    (``make reproduce``; the figures are left as that command drew them)."""
+    (``make reproduce``; the figures are left as that command drew them). Each budget writes where
+    :func:`~molabench.reproduce.outputs.output_dir` says: the largest into ``results/``."""
     from molabench.reproduce.outputs import saved_budgets, write_outputs
 
     budgets = saved_budgets(results)
     try:
         for budget in budgets:
-            write_outputs(results, budget, figures=False, report=budget == budgets[-1])
+            write_outputs(results, budget, figures=False)
     except MolabenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,10 @@ report page. ``make reproduce`` calls :func:`write_outputs` after its runs; ``ma
 for every budget that has a saved plan, so the committed outputs are rebuilt from the committed
 records (tables and report byte for byte; Figs 3, 4 and 6 need the runs' weights, which are not
 committed, and are left as they are when those are absent).
+
+``results/{tables,figures,report}`` hold the largest budget with a saved plan (``paper`` over
+``cpu`` over ``smoke``); a smaller budget writes its outputs beside its plan
+(``results/runs/reproduce/<budget>/``), so a smoke check never replaces a committed reproduction.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ def saved_budgets(results_dir: Path) -> list[str]:
     return sorted(found, key=lambda b: (BUDGET_ORDER.index(b) if b in BUDGET_ORDER else len(BUDGET_ORDER), b))
 
 
+def output_dir(results_dir: Path, budget: str) -> Path:
+    """Where ``budget``'s tables, figures and report go: ``results_dir`` for the largest saved budget
+    (or when none is saved yet), else ``results_dir/runs/reproduce/<budget>``."""
+    saved = saved_budgets(results_dir)
+    return results_dir if not saved or saved[-1] == budget or budget not in saved else plan_path(results_dir, budget).parent
+
+
 FIGURES = {
     "fig3_pc_ratio.png": ("Fig. 3: principal-component ratio K/R per layer, with and without MoLA",
                           "The proportion of principal-component eigenvectors (99% of the singular mass) of the weights with and without MoLA."),
@@ -38,13 +49,14 @@ FIGURES = {
 }
 
 
-def write_figures(results_dir: Path, plan: dict[str, Any], out: Callable[[str], None] = print) -> Path:
+def write_figures(results_dir: Path, plan: dict[str, Any], out: Callable[[str], None] = print, dest: Path | None = None) -> Path:
     """Fig 5 (built models; no run needed) and Figs 3, 4, 6 from the first seed's HPS / MoLA-Grad /
     MoLA-Router runs of the first domain table whose weights (``model.pt``) are there; then
-    ``figures.json`` indexes every figure present with its caption and what differs from the paper."""
+    ``figures.json`` indexes every figure present with its caption and what differs from the paper.
+    Written to ``dest/figures`` (``dest``: :func:`output_dir`, by default ``results_dir``)."""
     from molabench.report import analysis_figures as af
 
-    folder = results_dir / "figures"
+    folder = (dest or results_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     af.fig5(folder)
     runs: dict[str, Path] = {}
@@ -99,7 +111,8 @@ def write_outputs(results_dir: Path, budget: str, numbers: Sequence[int] | None 
     """The tables of ``numbers`` (all of the plan's when None), then figures and report."""
     path = plan_path(results_dir, budget)
     plan = load_plan(path)
-    tables_dir = results_dir / "tables"
+    dest = output_dir(results_dir, budget)
+    tables_dir = dest / "tables"
     written = write_tables(path, tables_dir, numbers)
     from molabench.report.claims import check_claims, claims_markdown
     from molabench.report.tables import write_index
@@ -109,14 +122,18 @@ def write_outputs(results_dir: Path, budget: str, numbers: Sequence[int] | None 
     write_text_atomic(claims, claims_markdown(check_claims(produced), budget))
     written.append(claims)
 
-    write_index(tables_dir, results_dir / "runs")
-    out(f"wrote {len(written)} paper table(s) to {tables_dir} (budget {budget}), indexed in {tables_dir / 'README.md'}")
+    if dest == results_dir:  # the index of every experiment under results/runs lives beside the main tables
+        write_index(tables_dir, results_dir / "runs")
+        out(f"wrote {len(written)} paper table(s) to {tables_dir} (budget {budget}), indexed in {tables_dir / 'README.md'}")
+    else:
+        larger = saved_budgets(results_dir)[-1]
+        out(f"wrote {len(written)} paper table(s) to {tables_dir} (budget {budget}; {results_dir / 'tables'} keeps budget {larger}'s)")
     if figures:
-        written.append(write_figures(results_dir, plan, out))
+        written.append(write_figures(results_dir, plan, out, dest))
     if report:
         from molabench.report.html import write_report
 
-        page = write_report(results_dir)
+        page = write_report(dest)
         written.append(page)
         out(f"wrote {page}")
     return written
