@@ -64,6 +64,14 @@ def interpolation_sources(cfg: Any) -> dict[str, list[str]]:
     return found
 
 
+def resolved_with_sources(cfg: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """An OmegaConf config resolved to plain containers, and its :func:`interpolation_sources`:
+    the two things a run's :class:`ReadTracker` is built from."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True), interpolation_sources(cfg)  # type: ignore[return-value]
+
+
 class ReadTracker(dict):
     """A ``dict`` over a resolved configuration that records the keys read through it."""
 

@@ -66,14 +66,13 @@ def _compose(overrides: list[str]) -> tuple[dict[str, Any], dict[str, list[str]]
     """The resolved configuration, and which keys feed its interpolations (so that a run counts
     ``method.rank`` as read when it reads ``method.architecture.rank``, as ``molabench.train`` does)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from molabench.cli_checks import CONFIG_DIR
-    from molabench.config_reads import interpolation_sources
+    from molabench.config_reads import resolved_with_sources
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True), interpolation_sources(cfg)  # type: ignore[return-value]
+    return resolved_with_sources(cfg)
 
 
 def _full_budget(results_dir: Path) -> dict[str, dict[str, float]]:

@@ -53,9 +53,8 @@ def _task(cfg: Any) -> None:
     import traceback
 
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
 
-    from molabench.config_reads import interpolation_sources
+    from molabench.config_reads import resolved_with_sources
     from molabench.engine.checkpoint import Interrupted, received_signal, submitit_signal
     from molabench.errors import MolabenchError
 
@@ -71,7 +70,7 @@ def _task(cfg: Any) -> None:
         return
     report(status="running")
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved, sources = resolved_with_sources(cfg)
     except Exception as exc:  # omegaconf raises several unrelated types for bad interpolations
         message = one_line(f"invalid configuration: {exc}")
         is_main_process() and print(f"error: {message}", file=sys.stderr)
@@ -80,7 +79,7 @@ def _task(cfg: Any) -> None:
             raise SystemExit(EXIT_USER_ERROR) from None
         return
     try:
-        record = run(resolved, list(hydra_cfg.overrides.task), parallel, sources=interpolation_sources(cfg))
+        record = run(resolved, list(hydra_cfg.overrides.task), parallel, sources=sources)
     except Interrupted as exc:
         if exc.signum == submitit_signal():  # preempted or out of time: submitit requeues the job, which resumes
             is_main_process() and print(f"interrupted ({exc}): the checkpoint and the record are saved; submitit requeues the job", file=sys.stderr)

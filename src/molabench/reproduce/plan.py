@@ -199,12 +199,9 @@ class Composer:
         return OmegaConf.to_container(self._compose(overrides), resolve=True)  # type: ignore[return-value]
 
     def with_sources(self, overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
-        from omegaconf import OmegaConf
+        from molabench.config_reads import resolved_with_sources
 
-        from molabench.config_reads import interpolation_sources
-
-        cfg = self._compose(overrides)
-        return OmegaConf.to_container(cfg, resolve=True), interpolation_sources(cfg)  # type: ignore[return-value]
+        return resolved_with_sources(self._compose(overrides))
 
 
 @contextmanager
