@@ -67,6 +67,3 @@ class Encoder(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise self._no_maps()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - every backbone defines it
-        raise NotImplementedError(f"{type(self).__name__} must define forward (pooled features)")
