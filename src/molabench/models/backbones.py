@@ -1,9 +1,9 @@
 """Feature extractors by name.
 
 Every backbone is an :class:`~molabench.models.encoder.Encoder` (the contract: pooled ``forward``,
-``out_dim``, ``has_feature_maps`` and the per-stage API). ResNets keep torchvision's module names (``conv1``, ``layer1`` .. ``layer4``)
-so that adapters can be injected by stage, and expose a timm-like per-stage API for dense
-heads and stage-wise architectures (Cross-Stitch, MTAN, LTB, FPN-like heads)::
+``out_dim``, ``has_feature_maps`` and the per-stage API). ResNets keep torchvision's module names
+(``conv1``, ``layer1`` .. ``layer4``) so that adapters can be injected by stage, and implement the
+per-stage API for dense heads and stage-wise architectures (Cross-Stitch, MTAN, LTB, FPN-like heads)::
 
     forward_stem(x)            conv1 -> bn1 -> relu -> maxpool
     forward_stage(name, x)     one of stage_names = ["layer1", "layer2", "layer3", "layer4"]
@@ -145,9 +145,7 @@ class ResNetFeatures(Encoder):
 
     def forward_stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Run stage ``name`` (one of ``stage_names``) on the previous stage's (or the stem's) output."""
-        if name not in self.stage_names:
-            raise ConfigError(f"ResNet stage {name!r} unknown; choose from {', '.join(self.stage_names)}")
-        return getattr(self, name)(x)
+        return self.stage_blocks(name)(x)
 
     def stage_blocks(self, name: str) -> nn.Sequential:
         """The residual blocks of stage ``name`` (one of ``stage_names``), in order."""

@@ -110,7 +110,7 @@ def build_table(number: int, plan: Mapping[str, Any], records: Mapping[Any, list
     paper = load_table(meta["name"])
     runs = [r for r in plan["runs"] if r["table"] == number]
     # the seeds this table ran (the budget may give a table fewer: the ablations have one at cpu)
-    seeds = sorted({int(r["seed"]) for r in runs if not r.get("figure") and "seed" in r}) or list(plan["seeds"])
+    seeds = sorted({int(r["seed"]) for r in runs if not r.get("figure")}) or list(plan["seeds"])
     # every run's record (latest complete, else latest of any status)
     for run in runs:
         found = records.get(("identity", run.get("identity")), []) or (records.get(run_key(run["overrides"]), []) if run.get("overrides") else [])

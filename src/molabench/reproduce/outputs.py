@@ -33,8 +33,7 @@ def saved_budgets(results_dir: Path) -> list[str]:
 def output_dir(results_dir: Path, budget: str) -> Path:
     """Where ``budget``'s tables, figures and report go: ``results_dir`` for the largest saved budget
     (or when none is saved yet), else ``results_dir/runs/reproduce/<budget>``."""
-    saved = saved_budgets(results_dir)
-    return results_dir if not saved or saved[-1] == budget or budget not in saved else plan_path(results_dir, budget).parent
+    return plan_path(results_dir, budget).parent if budget in saved_budgets(results_dir)[:-1] else results_dir
 
 
 FIGURES = {
